@@ -1,0 +1,524 @@
+//! Finding the bound Redis in `VCAP_SERVICES`, whatever broker made the binding.
+//!
+//! Brokers disagree on the credential shape (see `shared/fixtures/vcap/README.md` for the
+//! sources): `host` or `hostname`; ports as numbers or strings; `tls_port`/`sslPort` for TLS;
+//! `password` or Azure's `primaryKey`; and sometimes only a `uri`/`url`. The rules below take
+//! explicit fields first and let the URI fill only what they lack.
+
+use secrecy::SecretString;
+use serde_json::{Map, Value};
+
+use super::redis::{DEFAULT_REDIS_PORT, RedisEndpoint, parse_url_parts, scheme_tls};
+
+/// A Redis service binding found in `VCAP_SERVICES`.
+#[derive(Clone, Debug)]
+pub struct RedisBinding {
+    /// The binding's `name` (what `cf bind-service` was given).
+    pub name: String,
+    /// The service offering's `label`, such as `p.redis`.
+    pub label: String,
+    /// Where to connect.
+    pub endpoint: RedisEndpoint,
+}
+
+/// Why no usable Redis binding could be taken from `VCAP_SERVICES`.
+#[derive(Debug, thiserror::Error)]
+pub enum VcapError {
+    /// The text is not JSON.
+    #[error("VCAP_SERVICES is not valid JSON: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    /// The JSON is not an object of service arrays.
+    #[error("VCAP_SERVICES must be a JSON object mapping service labels to arrays of bindings")]
+    NotAnObject,
+    /// More than one binding looks like Redis.
+    #[error(
+        "VCAP_SERVICES has {} Redis bindings ({}); set REDIS_SERVICE_NAME to the one to use",
+        .0.len(),
+        quoted_list(.0)
+    )]
+    Ambiguous(Vec<String>),
+    /// `REDIS_SERVICE_NAME` names no binding.
+    #[error(
+        "REDIS_SERVICE_NAME={wanted:?} matches no binding's name or instance_name in VCAP_SERVICES (bound: {})",
+        if available.is_empty() { "none".to_owned() } else { quoted_list(available) }
+    )]
+    NoSuchService {
+        /// The requested name.
+        wanted: String,
+        /// Every binding name present.
+        available: Vec<String>,
+    },
+    /// The chosen binding's credentials cannot be turned into a connection.
+    #[error("VCAP_SERVICES binding {name:?} has unusable credentials: {reason}")]
+    BadCredentials {
+        /// The binding's name.
+        name: String,
+        /// What is wrong, never including a secret.
+        reason: String,
+    },
+}
+
+fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Picks the Redis binding out of a `VCAP_SERVICES` document.
+///
+/// Returns `Ok(None)` when no binding looks like Redis and no `service_name` was asked for.
+pub fn find_redis_binding(
+    vcap_services: &str,
+    service_name: Option<&str>,
+) -> Result<Option<RedisBinding>, VcapError> {
+    let doc: Value = serde_json::from_str(vcap_services).map_err(VcapError::InvalidJson)?;
+    let services = doc.as_object().ok_or(VcapError::NotAnObject)?;
+    let bindings: Vec<Binding<'_>> = services
+        .iter()
+        .filter_map(|(label, list)| Some((label, list.as_array()?)))
+        .flat_map(|(label, list)| {
+            list.iter()
+                .filter_map(Value::as_object)
+                .map(move |b| Binding::new(label, b))
+        })
+        .collect();
+
+    let chosen = match service_name {
+        Some(wanted) => {
+            let found = bindings
+                .iter()
+                .find(|b| b.name == wanted || b.instance_name == Some(wanted));
+            match found {
+                Some(b) => b,
+                None => {
+                    return Err(VcapError::NoSuchService {
+                        wanted: wanted.to_owned(),
+                        available: bindings.iter().map(|b| b.name.to_owned()).collect(),
+                    });
+                }
+            }
+        }
+        None => {
+            let candidates: Vec<&Binding<'_>> =
+                bindings.iter().filter(|b| b.looks_like_redis()).collect();
+            match candidates.as_slice() {
+                [] => return Ok(None),
+                [one] => return one.to_redis_binding().map(Some),
+                many => {
+                    return Err(VcapError::Ambiguous(
+                        many.iter().map(|b| b.name.to_owned()).collect(),
+                    ));
+                }
+            }
+        }
+    };
+    chosen.to_redis_binding().map(Some)
+}
+
+/// One entry of a service array, read leniently: brokers omit and retype fields freely.
+struct Binding<'a> {
+    label: &'a str,
+    name: &'a str,
+    instance_name: Option<&'a str>,
+    tags: Vec<&'a str>,
+    credentials: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> Binding<'a> {
+    fn new(service_key: &'a str, b: &'a Map<String, Value>) -> Self {
+        let text = |k: &str| b.get(k).and_then(Value::as_str);
+        let label = text("label").unwrap_or(service_key);
+        Binding {
+            label,
+            name: text("name").or(text("instance_name")).unwrap_or(label),
+            instance_name: text("instance_name"),
+            tags: b
+                .get("tags")
+                .and_then(Value::as_array)
+                .map(|t| t.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default(),
+            credentials: b.get("credentials").and_then(Value::as_object),
+        }
+    }
+
+    fn looks_like_redis(&self) -> bool {
+        let contains_redis = |s: &str| s.to_ascii_lowercase().contains("redis");
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case("redis"))
+            || contains_redis(self.label)
+            || contains_redis(self.name)
+            || self
+                .uri()
+                .and_then(|u| u.split_once("://"))
+                .is_some_and(|(scheme, _)| scheme_tls(scheme).is_some())
+    }
+
+    fn cred(&self, key: &str) -> Option<&'a Value> {
+        self.credentials?.get(key).filter(|v| !v.is_null())
+    }
+
+    fn cred_str(&self, key: &str) -> Option<&'a str> {
+        self.cred(key)?.as_str().filter(|s| !s.is_empty())
+    }
+
+    fn uri(&self) -> Option<&'a str> {
+        self.cred_str("uri").or_else(|| self.cred_str("url"))
+    }
+
+    fn bad(&self, reason: impl Into<String>) -> VcapError {
+        VcapError::BadCredentials {
+            name: self.name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn port(&self, key: &str) -> Result<Option<u16>, VcapError> {
+        let Some(value) = self.cred(key) else {
+            return Ok(None);
+        };
+        let port = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) if s.trim().is_empty() => return Ok(None),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match port {
+            Some(p @ 1..=65535) => Ok(Some(p as u16)),
+            _ => Err(self.bad(format!("{key} is not a port number between 1 and 65535"))),
+        }
+    }
+
+    fn flag(&self, key: &str) -> bool {
+        match self.cred(key) {
+            Some(Value::Bool(b)) => *b,
+            Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+            _ => false,
+        }
+    }
+
+    fn to_redis_binding(&self) -> Result<RedisBinding, VcapError> {
+        if self.credentials.is_none() {
+            return Err(self.bad("there is no credentials object"));
+        }
+        // The URI only matters when a field is missing, so a malformed one is an error only then.
+        let uri = self.uri().map(parse_url_parts);
+        let host_field = self.cred_str("host").or_else(|| self.cred_str("hostname"));
+
+        let endpoint = match host_field {
+            None => {
+                let parts = match uri {
+                    Some(Ok(parts)) => parts,
+                    Some(Err(e)) => return Err(self.bad(format!("uri is unusable: {e}"))),
+                    None => return Err(self.bad("it has neither host, hostname nor uri")),
+                };
+                RedisEndpoint {
+                    host: parts.host.ok_or_else(|| self.bad("uri has no host"))?,
+                    port: parts.port.unwrap_or(DEFAULT_REDIS_PORT),
+                    tls: parts.tls,
+                    username: parts.username,
+                    password: parts.password,
+                    db: parts.db.unwrap_or(0),
+                }
+            }
+            Some(host) => {
+                let parts = uri.and_then(Result::ok).unwrap_or_default();
+                let tls_port = match self.port("tls_port")? {
+                    Some(p) => Some(p),
+                    None => self.port("sslPort")?,
+                };
+                let (port, tls_from_port) = match tls_port {
+                    Some(p) => (p, true),
+                    None => (
+                        self.port("port")?
+                            .or(parts.port)
+                            .unwrap_or(DEFAULT_REDIS_PORT),
+                        false,
+                    ),
+                };
+                let password = self
+                    .cred_str("password")
+                    .or_else(|| self.cred_str("primaryKey"))
+                    .map(|p| SecretString::from(p.to_owned()))
+                    .or(parts.password);
+                RedisEndpoint {
+                    host: host.trim().to_owned(),
+                    port,
+                    tls: tls_from_port
+                        || self.flag("tls")
+                        || self.flag("tls_enabled")
+                        || self.flag("ssl")
+                        || parts.tls,
+                    username: self
+                        .cred_str("username")
+                        .map(str::to_owned)
+                        .or(parts.username),
+                    password,
+                    db: parts.db.unwrap_or(0),
+                }
+            }
+        };
+        Ok(RedisBinding {
+            name: self.name.to_owned(),
+            label: self.label.to_owned(),
+            endpoint,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use secrecy::ExposeSecret;
+
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/../shared/fixtures/vcap/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
+    }
+
+    fn only(name: &str) -> RedisBinding {
+        find_redis_binding(&fixture(name), None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: no binding found"))
+    }
+
+    /// (fixture, name, label, host, port, tls, password)
+    const SINGLE_BINDING_FIXTURES: &[(&str, &str, &str, &str, u16, bool, Option<&str>)] = &[
+        ("p-redis-shared-vm.json", "my-redis", "p-redis", "10.0.4.17", 34029, false, Some("fake-shared-vm-password")),
+        ("p-redis-dedicated-vm.json", "my-redis", "p-redis", "10.0.8.21", 6379, false, Some("fake-dedicated-vm-password")),
+        ("p.redis-on-demand-tls.json", "redis-sessions", "p.redis", "q-s0.redis-instance.services.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh", 16379, true, Some("fake-on-demand-password")),
+        ("p.redis-on-demand-no-tls.json", "redis-sessions", "p.redis", "q-s0.redis-instance.svc-dmd.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh", 6379, false, Some("fake-redispassword")),
+        ("rediscloud.json", "hello-redis", "rediscloud", "redis-15459.c98.us-east-1-4.ec2.cloud.example.com", 15459, false, Some("fake-rediscloud-password")),
+        ("redislabs.json", "redis-enterprise-service", "redislabs", "redis-16917.internal.redis-enterprise-01.example.com", 16917, false, Some("fake-redislabs-password")),
+        ("azure-rediscache-osba.json", "my-azure-redis", "azure-rediscache", "fake-cache-name.redis.cache.windows.net", 6380, true, Some("fakeAzureKey+with/slash=")),
+        ("csb-azure-redis.json", "my-csb-azure-redis", "csb-azure-redis", "csb-redis-44444444.redis.cache.windows.net", 6380, true, Some("fake-csb-azure-access-key=")),
+        ("csb-google-redis-memorystore.json", "my-memorystore", "csb-google-redis", "10.128.0.5", 6379, false, None),
+        ("user-provided-uri.json", "my-external-redis", "user-provided", "redis.example.com", 6379, false, Some("fake-ups-password")),
+        ("user-provided-rediss-uri-tagged.json", "session-store", "user-provided", "redis-12345.c1.cloud.example.com", 12345, true, Some("fake@pass/word")),
+        ("mixed-postgres-and-redis.json", "sessions", "p.redis", "q-s0.redis-instance.services.service-instance-0000.bosh", 16379, true, Some("fake-password")),
+    ];
+
+    #[test]
+    fn every_single_binding_fixture_yields_its_redis() {
+        for &(file, name, label, host, port, tls, password) in SINGLE_BINDING_FIXTURES {
+            let b = only(file);
+            assert_eq!(b.name, name, "{file}: name");
+            assert_eq!(b.label, label, "{file}: label");
+            assert_eq!(b.endpoint.host, host, "{file}: host");
+            assert_eq!(b.endpoint.port, port, "{file}: port");
+            assert_eq!(b.endpoint.tls, tls, "{file}: tls");
+            assert_eq!(
+                b.endpoint.password.as_ref().map(|p| p.expose_secret()),
+                password,
+                "{file}: password"
+            );
+        }
+    }
+
+    #[test]
+    fn every_fixture_file_is_covered_by_a_test() {
+        let dir = format!("{}/../shared/fixtures/vcap", env!("CARGO_MANIFEST_DIR"));
+        let covered: Vec<&str> = SINGLE_BINDING_FIXTURES
+            .iter()
+            .map(|f| f.0)
+            .chain(["ambiguous-two-p-redis.json", "vcap-application.json"])
+            .collect();
+        for entry in std::fs::read_dir(&dir).expect("fixture directory") {
+            let file = entry.unwrap().file_name().into_string().unwrap();
+            if file.ends_with(".json") {
+                assert!(covered.contains(&file.as_str()), "fixture {file} has no test");
+            }
+        }
+    }
+
+    #[test]
+    fn two_redis_bindings_without_a_service_name_name_every_candidate() {
+        let err = find_redis_binding(&fixture("ambiguous-two-p-redis.json"), None).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, VcapError::Ambiguous(ref n) if n.len() == 2), "{msg}");
+        assert!(msg.contains("\"redis\"") && msg.contains("\"another-redis\""), "{msg}");
+        assert!(msg.contains("REDIS_SERVICE_NAME"), "{msg}");
+    }
+
+    #[test]
+    fn a_service_name_picks_one_of_several_bindings() {
+        let b = find_redis_binding(&fixture("ambiguous-two-p-redis.json"), Some("another-redis"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.endpoint.host, "another-host.example.com");
+    }
+
+    #[test]
+    fn a_service_name_also_matches_instance_name() {
+        let vcap = r#"{"x":[{"name":"binding-a","instance_name":"inst-a","credentials":{"host":"h","port":1}}]}"#;
+        let b = find_redis_binding(vcap, Some("inst-a")).unwrap().unwrap();
+        assert_eq!(b.name, "binding-a");
+    }
+
+    #[test]
+    fn a_service_name_that_matches_nothing_lists_what_is_bound() {
+        let err = find_redis_binding(&fixture("mixed-postgres-and-redis.json"), Some("nope")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("REDIS_SERVICE_NAME=\"nope\""), "{msg}");
+        assert!(msg.contains("\"sessions\"") && msg.contains("elephantsql-binding-c6c60"), "{msg}");
+    }
+
+    #[test]
+    fn the_application_document_has_no_redis() {
+        // VCAP_APPLICATION is an object of scalars: no arrays, so no bindings.
+        assert!(find_redis_binding(&fixture("vcap-application.json"), None).unwrap().is_none());
+    }
+
+    #[test]
+    fn only_non_redis_services_means_no_binding() {
+        let vcap = r#"{"elephantsql":[{"name":"db","label":"elephantsql","tags":["postgres"],
+            "credentials":{"uri":"postgres://u:p@h:5432/d"}}],"empty":[]}"#;
+        assert!(find_redis_binding(vcap, None).unwrap().is_none());
+        assert!(find_redis_binding("{}", None).unwrap().is_none());
+    }
+
+    #[test]
+    fn candidates_are_recognised_by_tag_label_name_or_uri_scheme() {
+        let cases = [
+            (r#"{"kv":[{"name":"a","label":"kv","tags":["REDIS"],"credentials":{"host":"h"}}]}"#, "tag, any case"),
+            (r#"{"My-Redis-Svc":[{"name":"a","credentials":{"host":"h"}}]}"#, "label from the service key"),
+            (r#"{"kv":[{"name":"sessions-redis","label":"kv","credentials":{"host":"h"}}]}"#, "name"),
+            (r#"{"kv":[{"name":"a","label":"kv","credentials":{"url":"valkeys://h:1"}}]}"#, "valkeys url"),
+            (r#"{"kv":[{"name":"a","label":"kv","credentials":{"uri":"valkey://h:1"}}]}"#, "valkey uri"),
+        ];
+        for (vcap, why) in cases {
+            let found = find_redis_binding(vcap, None).unwrap_or_else(|e| panic!("{why}: {e}"));
+            assert!(found.is_some(), "{why}: not recognised");
+        }
+    }
+
+    #[test]
+    fn explicit_fields_win_over_the_uri_which_fills_the_gaps() {
+        let vcap = r#"{"user-provided":[{"name":"r","tags":["redis"],"credentials":{
+            "host":"field-host","uri":"rediss://user:uri%20pass@uri-host:7000/3"}}]}"#;
+        let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
+        assert_eq!(e.host, "field-host");
+        assert_eq!(e.port, 7000, "port comes from the uri when no field gives one");
+        assert!(e.tls, "rediss scheme means TLS");
+        assert_eq!(e.password.unwrap().expose_secret(), "uri pass");
+        assert_eq!(e.username.as_deref(), Some("user"));
+        assert_eq!(e.db, 3);
+
+        let vcap = r#"{"r":[{"name":"r","credentials":{"host":"h","port":"6390",
+            "password":"field","uri":"redis://:uri@other:1"}}]}"#;
+        let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
+        assert_eq!((e.port, e.password.unwrap().expose_secret()), (6390, "field"));
+    }
+
+    #[test]
+    fn tls_is_switched_on_by_a_tls_port_or_a_flag() {
+        let cases = [
+            (r#""sslPort":6380,"port":6379"#, 6380, true),
+            (r#""tls_port":"16379""#, 16379, true),
+            (r#""port":6379,"tls":true"#, 6379, true),
+            (r#""port":6379,"tls_enabled":"true""#, 6379, true),
+            (r#""port":6379,"ssl":true"#, 6379, true),
+            (r#""port":6379,"ssl":false"#, 6379, false),
+            (r#""port":null"#, 6379, false),
+        ];
+        for (fields, port, tls) in cases {
+            let vcap = format!(r#"{{"redis":[{{"name":"r","credentials":{{"host":"h",{fields}}}}}]}}"#);
+            let e = find_redis_binding(&vcap, None).unwrap().unwrap().endpoint;
+            assert_eq!((e.port, e.tls), (port, tls), "credentials {{{fields}}}");
+        }
+    }
+
+    #[test]
+    fn primary_key_is_the_password_when_there_is_no_password() {
+        let vcap = r#"{"azure-rediscache":[{"name":"r","credentials":{"hostName":"x","host":"h","sslPort":6380,"primaryKey":"pk"}}]}"#;
+        let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
+        assert_eq!(e.password.unwrap().expose_secret(), "pk");
+    }
+
+    #[test]
+    fn unusable_credentials_are_a_typed_error_naming_the_binding() {
+        let cases = [
+            (r#"{"redis":[{"name":"r"}]}"#, "no credentials object"),
+            (r#"{"redis":[{"name":"r","credentials":{}}]}"#, "neither host"),
+            (r#"{"redis":[{"name":"r","credentials":{"host":"h","port":"http"}}]}"#, "port is not a port"),
+            (r#"{"redis":[{"name":"r","credentials":{"host":"h","port":70000}}]}"#, "port is not a port"),
+            (r#"{"redis":[{"name":"r","credentials":{"uri":"redis://:p@/"}}]}"#, "no host"),
+            (r#"{"redis":[{"name":"r","credentials":{"uri":"::::"}}]}"#, "uri is unusable"),
+        ];
+        for (vcap, expected) in cases {
+            let err = find_redis_binding(vcap, None).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, VcapError::BadCredentials { .. }), "{vcap}: {msg}");
+            assert!(msg.contains("\"r\""), "{vcap}: {msg}");
+            assert!(msg.contains(expected), "{vcap}: expected {expected:?} in {msg}");
+        }
+    }
+
+    #[test]
+    fn malformed_documents_are_typed_errors() {
+        assert!(matches!(find_redis_binding("{", None), Err(VcapError::InvalidJson(_))));
+        assert!(matches!(find_redis_binding("[]", None), Err(VcapError::NotAnObject)));
+        assert!(matches!(find_redis_binding("null", None), Err(VcapError::NotAnObject)));
+        // Entries of the wrong type are skipped rather than fatal.
+        assert!(find_redis_binding(r#"{"redis":"x","other":[1,null,"s"]}"#, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn no_error_message_contains_a_password() {
+        let vcap = r#"{"redis":[{"name":"r","credentials":{"uri":"redis://:topsecret@h:99999"}}]}"#;
+        let msg = find_redis_binding(vcap, None).unwrap_err().to_string();
+        assert!(!msg.contains("topsecret"), "{msg}");
+    }
+
+    /// Arbitrary JSON, biased towards the keys the parser looks at.
+    pub(crate) fn arb_json() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("host".to_owned()),
+            Just("hostname".to_owned()),
+            Just("port".to_owned()),
+            Just("tls_port".to_owned()),
+            Just("sslPort".to_owned()),
+            Just("password".to_owned()),
+            Just("uri".to_owned()),
+            Just("url".to_owned()),
+            Just("tls".to_owned()),
+            Just("credentials".to_owned()),
+            Just("name".to_owned()),
+            Just("tags".to_owned()),
+            Just("label".to_owned()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "redis".prop_map(Value::from),
+            "(redis|rediss|valkey|http)://[a-z:@%0-9/.\\[\\]]{0,20}".prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_json_never_panics(doc in arb_json(), name in proptest::option::of("[a-z]{1,4}")) {
+            let _ = find_redis_binding(&doc.to_string(), name.as_deref());
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = find_redis_binding(&text, None);
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The counter page and its "Forget me" button.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+
+use super::{AppInfo, VISITS, no_store};
+use crate::session::{Session, SessionError};
+use crate::views::{CounterPage, counter_page};
+
+/// `GET /`: counts the visit in one store round trip and shows the count.
+pub async fn page(session: Session, info: web::Data<AppInfo>) -> Result<HttpResponse, SessionError> {
+    let visits = session.incr(VISITS, 1).await?;
+    let markup = counter_page(&CounterPage {
+        visits,
+        instance_index: info.instance_index,
+        store: info.store,
+        ttl_seconds: info.ttl_seconds,
+    });
+    Ok(no_store(HttpResponse::Ok())
+        .content_type("text/html; charset=utf-8")
+        .body(markup.into_string()))
+}
+
+/// `POST /reset`: forgets the visitor and sends them back to a fresh count.
+pub async fn reset(session: Session) -> Result<HttpResponse, SessionError> {
+    session.purge().await?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/"))
+        .finish())
+}

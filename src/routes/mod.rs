@@ -1,0 +1,80 @@
+//! HTTP routes: the counter page, its JSON API and the platform's health checks.
+
+mod api;
+mod counter;
+mod errors;
+mod health;
+
+use std::sync::Arc;
+
+use actix_web::web;
+
+use crate::session::{SessionStore, StoreKind};
+
+pub use self::errors::{error_response, is_api_path, render_server_errors};
+
+/// Facts about this instance that pages and the API report.
+#[derive(Clone, Debug)]
+pub struct AppInfo {
+    /// Index of this instance.
+    pub instance_index: u32,
+    /// Where sessions are kept.
+    pub store: StoreKind,
+    /// Session lifetime in seconds.
+    pub ttl_seconds: u64,
+}
+
+/// What readiness needs: the store to ping.
+#[derive(Clone)]
+pub struct Readiness {
+    /// The session store.
+    pub store: Arc<dyn SessionStore>,
+}
+
+/// Registers every route; anything else is a 404, a known path with the wrong method a 405.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .route(web::get().to(counter::page))
+            .default_service(web::to(|| errors::method_not_allowed("GET"))),
+    )
+    .service(
+        web::resource("/reset")
+            .route(web::post().to(counter::reset))
+            .default_service(web::to(|| errors::method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/api/visits")
+            .route(web::post().to(api::visit))
+            .default_service(web::to(|| errors::method_not_allowed("POST"))),
+    )
+    .service(
+        web::resource("/api/session")
+            .route(web::get().to(api::show))
+            .route(web::delete().to(api::forget))
+            .default_service(web::to(|| errors::method_not_allowed("GET, DELETE"))),
+    )
+    .service(
+        web::resource("/health")
+            .route(web::get().to(health::live))
+            .route(web::head().to(health::live))
+            .default_service(web::to(|| errors::method_not_allowed("GET, HEAD"))),
+    )
+    .service(
+        web::resource("/ready")
+            .route(web::get().to(health::ready))
+            .route(web::head().to(health::ready))
+            .default_service(web::to(|| errors::method_not_allowed("GET, HEAD"))),
+    )
+    .default_service(web::to(errors::not_found));
+}
+
+/// Marks a response as private to this visitor: it reflects their session.
+fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpResponseBuilder {
+    builder.insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"));
+    builder
+}
+
+/// The counter field in every session.
+const VISITS: &str = "visits";
+

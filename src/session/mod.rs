@@ -1,0 +1,100 @@
+//! Sessions: a signed id in a cookie, the data in a store, changed atomically.
+//!
+//! ```text
+//! request ─▶ SessionMiddleware ─▶ handler ──(Session::incr/get/insert…)──▶ SessionStore ─▶ Redis
+//!              │ finds the cookie,                                            (one key per
+//!              │ no store call yet                                             session, one
+//!              ◀── flushes pending changes in one step, sets or clears the cookie  round trip)
+//! ```
+
+pub mod cookie;
+mod handle;
+pub mod id;
+pub mod keys;
+mod middleware;
+pub mod store;
+
+use std::time::Duration;
+
+use crate::config::CookieSecure;
+
+pub use self::handle::{CookieAction, Session};
+pub use self::keys::Keys;
+pub use self::middleware::SessionMiddleware;
+pub use self::store::{SessionStore, StoreError, StoreKind};
+
+/// How sessions and their cookie behave.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Cookie name.
+    pub cookie_name: String,
+    /// When to set `Secure`.
+    pub cookie_secure: CookieSecure,
+    /// Whether we run on Cloud Foundry, where `auto` means `Secure`.
+    pub on_cloud_foundry: bool,
+    /// Sliding lifetime of a session and its cookie.
+    pub ttl: Duration,
+    /// Prefix of storage keys.
+    pub key_prefix: String,
+}
+
+/// A session operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The store failed or did not answer in time.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A value could not be turned into JSON.
+    #[error("session field {field:?} could not be encoded")]
+    Encode {
+        /// The field.
+        field: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A stored value is not of the type asked for.
+    #[error("session field {field:?} does not hold the type asked for")]
+    Decode {
+        /// The field.
+        field: String,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No random bytes for an id or key.
+    #[error(transparent)]
+    Random(#[from] id::RandomError),
+    /// No signing key could be built.
+    #[error("no session signing key is available")]
+    NoKeys,
+    /// A handler asked for a session on a route without the middleware.
+    #[error("the session middleware is not installed on this route")]
+    NotInstalled,
+}
+
+impl SessionError {
+    /// Whether this is the store being down or slow (answered 503) rather than a bug (500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            SessionError::Store(StoreError::Timeout(_) | StoreError::Unavailable(_))
+        )
+    }
+}
+
+impl actix_web::ResponseError for SessionError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        if self.is_unavailable() {
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+
+    fn error_response(&self) -> actix_web::HttpResponse {
+        // Handlers map errors to pages or JSON themselves; this bare body is the fallback and
+        // deliberately says nothing about the cause.
+        actix_web::HttpResponse::build(self.status_code()).finish()
+    }
+}

@@ -1,0 +1,350 @@
+//! Sessions in Redis: one hash per session, changed only by server-side scripts.
+//!
+//! Each operation is one `EVALSHA` (or one plain command) on one key: one round trip, atomic,
+//! and single-slot on a Redis Cluster. Connections come from a deadpool pool whose recycle
+//! step costs nothing: deadpool-redis's own manager sends `UNWATCH` + `PING` on every
+//! checkout, an extra round trip per request that costs the actix-session peer about 5x in
+//! throughput. Here a connection is dropped instead when a command on it fails or times out.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind,
+    FromRedisValue, ProtocolVersion, RedisConnectionInfo, RedisError, Script, Value,
+    aio::MultiplexedConnection,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::timeout_at;
+
+use super::{Applied, Presence, Record, SessionStore, StoreError, StoreKind, Update};
+use crate::config::RedisEndpoint;
+use crate::session::id::SessionKey;
+
+/// Connections idle longer than this are pinged before reuse; busy ones never are.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
+
+/// Applies a session update. Returns `{1, counter?}`, `{0}` if a must-exist session is
+/// gone, `{-1}` if a must-be-new key exists.
+///
+/// KEYS[1] session key. ARGV: ttl seconds, "x" (must exist) or "n" (must be new), counter
+/// field or "", counter step, n = number of fields to set, n field/value pairs, then fields
+/// to remove.
+const APPLY_LUA: &str = r#"
+local key = KEYS[1]
+if ARGV[2] == 'x' then
+  -- EXPIRE doubles as the existence check: it answers 0 for a missing key.
+  if redis.call('EXPIRE', key, ARGV[1]) == 0 then return {0} end
+elseif redis.call('EXISTS', key) == 1 then
+  return {-1}
+end
+local n = tonumber(ARGV[5])
+if n > 0 then redis.call('HSET', key, unpack(ARGV, 6, 5 + 2 * n)) end
+if #ARGV >= 6 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 6 + 2 * n, #ARGV)) end
+local counter = false
+if ARGV[3] ~= '' then counter = redis.call('HINCRBY', key, ARGV[3], ARGV[4]) end
+if ARGV[2] == 'n' then redis.call('EXPIRE', key, ARGV[1]) end
+if counter then return {1, counter} end
+return {1}
+"#;
+
+/// Returns the session's fields and slides its lifetime, or nil if it does not exist.
+const LOAD_LUA: &str = r#"
+if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return false end
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+/// Returns the session's fields and deletes it, atomically.
+const TAKE_LUA: &str = r#"
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return fields
+"#;
+
+/// A pooled connection that remembers whether it has gone bad.
+pub struct PooledConnection {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
+/// Creates connections with a deadline and recycles them without a round trip.
+pub struct RedisManager {
+    client: Client,
+    config: AsyncConnectionConfig,
+}
+
+impl managed::Manager for RedisManager {
+    type Type = PooledConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<PooledConnection, RedisError> {
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await?;
+        Ok(PooledConnection { conn, broken: false })
+    }
+
+    async fn recycle(&self, c: &mut PooledConnection, metrics: &Metrics) -> RecycleResult<RedisError> {
+        if c.broken {
+            return Err(managed::RecycleError::message("connection failed earlier"));
+        }
+        // A connection that sat idle may have been cut by a firewall or a Redis restart;
+        // one that was just used is known good, and checking it again would double the
+        // round trips of every request.
+        if metrics.last_used() > IDLE_CHECK_AFTER {
+            redis::cmd("PING").query_async::<()>(&mut c.conn).await?;
+        }
+        Ok(())
+    }
+}
+
+type Pool = managed::Pool<RedisManager>;
+
+/// The Redis session store.
+pub struct RedisStore {
+    pool: Pool,
+    timeout: Duration,
+    secret_key: String,
+    apply: Lua,
+    load: Lua,
+    take: Lua,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("pool", &self.pool.status())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Building the store failed; only a malformed endpoint can cause this.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot configure the Redis connection pool")]
+pub struct RedisConfigError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+impl RedisStore {
+    /// A store for `endpoint`; connects lazily, so Redis may be down at start-up.
+    pub fn new(
+        endpoint: &RedisEndpoint,
+        pool_size: usize,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Result<Self, RedisConfigError> {
+        let addr = if endpoint.tls {
+            ConnectionAddr::TcpTls {
+                host: endpoint.host.clone(),
+                port: endpoint.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
+        };
+        let info = ConnectionInfo {
+            addr,
+            redis: RedisConnectionInfo {
+                db: endpoint.db,
+                username: endpoint.username.clone(),
+                password: endpoint
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose_secret().to_owned()),
+                protocol: ProtocolVersion::RESP2,
+            },
+        };
+        let client = Client::open(info).map_err(|e| RedisConfigError(Box::new(e)))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let pool = Pool::builder(RedisManager { client, config })
+            .max_size(pool_size)
+            .runtime(deadpool::Runtime::Tokio1)
+            .create_timeout(Some(timeout))
+            .wait_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .build()
+            .map_err(|e| RedisConfigError(Box::new(e)))?;
+        Ok(Self {
+            pool,
+            timeout,
+            secret_key: format!("{key_prefix}:secret"),
+            apply: Lua::new(APPLY_LUA),
+            load: Lua::new(LOAD_LUA),
+            take: Lua::new(TAKE_LUA),
+        })
+    }
+
+    /// Sends one command on a pooled connection within the request deadline, discarding the
+    /// connection if the command fails at the connection level or runs out of time.
+    ///
+    /// `script` is the Lua source behind an `EVALSHA`, loaded and retried once on `NOSCRIPT`
+    /// (after a Redis restart or failover the script cache is empty).
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd, script: Option<&Lua>) -> Result<T, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut conn: Object<RedisManager> = match timeout_at(deadline, self.pool.get()).await {
+            Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
+                return Err(StoreError::Timeout(self.timeout));
+            }
+            Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
+            Ok(Ok(conn)) => conn,
+        };
+        let attempt = async {
+            match cmd.query_async::<T>(&mut conn.conn).await {
+                Err(e) if e.kind() == ErrorKind::NoScriptError && script.is_some() => {
+                    let lua = script.unwrap_or_else(|| unreachable!());
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(lua.code)
+                        .query_async::<()>(&mut conn.conn)
+                        .await?;
+                    cmd.query_async::<T>(&mut conn.conn).await
+                }
+                other => other,
+            }
+        };
+        let outcome = timeout_at(deadline, attempt).await;
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if e.is_timeout() => {
+                conn.broken = true;
+                Err(StoreError::Timeout(self.timeout))
+            }
+            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+                conn.broken = true;
+                Err(StoreError::Unavailable(Box::new(e)))
+            }
+            Ok(Err(e)) => Err(StoreError::Command(Box::new(e))),
+            Err(_) => {
+                // The command may still be queued on this connection; a fresh one is safer
+                // than inheriting a stalled or half-open socket.
+                conn.broken = true;
+                Err(StoreError::Timeout(self.timeout))
+            }
+        }
+    }
+}
+
+/// A Lua script and its SHA-1, sent by hash so the body crosses the wire once per server.
+struct Lua {
+    code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            sha: Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// `EVALSHA` of this script on one key.
+    fn call(&self, key: &SessionKey) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(1).arg(key.as_str());
+        cmd
+    }
+}
+
+fn ttl_secs(ttl: Duration) -> u64 {
+    ttl.as_secs().max(1)
+}
+
+fn record_from(value: Value) -> Result<Option<Record>, StoreError> {
+    match value {
+        Value::Nil => Ok(None),
+        Value::Array(items) => {
+            let mut record = Record::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
+                    return Err(StoreError::Protocol("a hash field is not a string".into()));
+                };
+                let k = String::from_utf8(k).map_err(|_| StoreError::Protocol("a field name is not UTF-8".into()))?;
+                let v = String::from_utf8(v).map_err(|_| StoreError::Protocol("a field value is not UTF-8".into()))?;
+                record.insert(k, v);
+            }
+            Ok(Some(record))
+        }
+        other => Err(StoreError::Protocol(format!("expected an array, got {other:?}"))),
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn kind(&self) -> StoreKind {
+        StoreKind::Redis
+    }
+
+    async fn load(&self, key: &SessionKey, ttl: Duration) -> Result<Option<Record>, StoreError> {
+        let mut cmd = self.load.call(key);
+        cmd.arg(ttl_secs(ttl));
+        record_from(self.query(&cmd, Some(&self.load)).await?)
+    }
+
+    async fn apply(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
+        let mut cmd = self.apply.call(key);
+        cmd.arg(ttl_secs(update.ttl))
+            .arg(match update.presence {
+                Presence::MustExist => "x",
+                Presence::MustBeNew => "n",
+            })
+            .arg(update.incr.map_or("", |(field, _)| field))
+            .arg(update.incr.map_or(0, |(_, by)| by))
+            .arg(update.set.len());
+        for (field, value) in &update.set {
+            cmd.arg(*field).arg(*value);
+        }
+        for field in &update.remove {
+            cmd.arg(*field);
+        }
+        let reply: Vec<i64> = self.query(&cmd, Some(&self.apply)).await?;
+        match reply.as_slice() {
+            [1] => Ok(Applied::Done(None)),
+            [1, n] => Ok(Applied::Done(Some(*n))),
+            [0] => Ok(Applied::Missing),
+            [-1] => Ok(Applied::Exists),
+            other => Err(StoreError::Protocol(format!("apply script answered {other:?}"))),
+        }
+    }
+
+    async fn take(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
+        let value = self.query(&self.take.call(key), Some(&self.take)).await?;
+        Ok(record_from(value)?.filter(|r| !r.is_empty()))
+    }
+
+    async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
+        let removed: i64 = self.query(redis::cmd("DEL").arg(key.as_str()), None).await?;
+        Ok(removed > 0)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.query::<()>(&redis::cmd("PING"), None).await
+    }
+
+    fn close(&self) {
+        self.pool.close();
+    }
+
+    async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError> {
+        // SET NX makes the first instance's secret everyone's; each later one reads it back.
+        let created: Option<String> = self
+            .query(
+                redis::cmd("SET")
+                    .arg(&self.secret_key)
+                    .arg(candidate.expose_secret())
+                    .arg("NX"),
+                None,
+            )
+            .await?;
+        if created.is_some() {
+            return Ok(candidate);
+        }
+        let stored: Option<String> = self.query(redis::cmd("GET").arg(&self.secret_key), None).await?;
+        Ok(stored.map(SecretString::from).unwrap_or(candidate))
+    }
+}

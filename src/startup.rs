@@ -1,0 +1,235 @@
+//! Builds the store, the HTTP server and its limits, and runs until SIGTERM.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
+use actix_web::http::{StatusCode, header};
+use actix_web::middleware::{ErrorHandlers, Next, from_fn};
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::config::{RedisSource, Settings, StoreSettings};
+use crate::routes::{self, AppInfo, Readiness};
+use crate::session::store::{MemoryStore, RedisStore};
+use crate::session::{Keys, SessionConfig, SessionError, SessionMiddleware, SessionStore, StoreKind};
+use crate::telemetry::{self, RequestSpan};
+
+/// Largest request body accepted. No route reads a body; this only bounds abuse.
+pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Longest request target (path and query) accepted; longer ones get 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Time a client has to send a complete request head, which cuts slowloris attacks.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection is kept. Longer than common proxy idle timeouts
+/// (HAProxy's, the gorouter's) would risk those proxies reusing a connection we are closing.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// Open connections per worker thread; the platform's file-descriptor limit is 16384.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 4096;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The port could not be bound.
+    #[error("cannot listen on 0.0.0.0:{port} (PORT)")]
+    Bind {
+        /// The port.
+        port: u16,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Redis pool could not be configured.
+    #[error(transparent)]
+    Redis(#[from] crate::session::store::redis::RedisConfigError),
+    /// The session layer could not be set up.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The HTTP server failed.
+    #[error("the HTTP server failed")]
+    Server(#[source] std::io::Error),
+}
+
+/// The running service: a bound port and a server future.
+pub struct Application {
+    port: u16,
+    server: Server,
+    store: Arc<dyn SessionStore>,
+}
+
+impl Application {
+    /// Binds the port and builds everything; Redis is connected to lazily, so it may be down.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // rustls needs one process-wide crypto provider; a second install (tests) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let port = settings.http.port;
+        let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|source| StartupError::Bind { port, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { port, source })?
+            .port();
+
+        match &settings.store {
+            StoreSettings::Redis(redis) => {
+                let e = &redis.endpoint;
+                match &redis.source {
+                    RedisSource::Binding { name, label } => tracing::info!(
+                        binding.name = %name, binding.label = %label, redis.host = %e.host,
+                        redis.port = e.port, redis.tls = e.tls, "session store: Redis from VCAP_SERVICES"
+                    ),
+                    RedisSource::Url => tracing::info!(
+                        redis.host = %e.host, redis.port = e.port, redis.tls = e.tls,
+                        "session store: Redis from REDIS_URL"
+                    ),
+                }
+                let store = Arc::new(RedisStore::new(e, redis.pool_size, redis.timeout, &settings.session.key_prefix)?);
+                Self::serve(store, listener, port, &settings)
+            }
+            StoreSettings::Memory { max_sessions } => {
+                tracing::warn!(
+                    max_sessions,
+                    "session store: in-memory; sessions are per instance and lost on restart. \
+                     Set REDIS_URL or bind a Redis service to share them"
+                );
+                Self::serve(Arc::new(MemoryStore::new(*max_sessions)), listener, port, &settings)
+            }
+        }
+    }
+
+    fn serve<S: SessionStore>(
+        store: Arc<S>,
+        listener: TcpListener,
+        port: u16,
+        settings: &Settings,
+    ) -> Result<Self, StartupError> {
+        let kind = store.kind();
+        let keys = Arc::new(Keys::for_store(&settings.session.secrets, kind)?);
+        let session_config = SessionConfig {
+            cookie_name: settings.session.cookie_name.clone(),
+            cookie_secure: settings.session.cookie_secure,
+            on_cloud_foundry: settings.platform.on_cloud_foundry,
+            ttl: settings.session.ttl,
+            key_prefix: settings.session.key_prefix.clone(),
+        };
+        let info = web::Data::new(AppInfo {
+            instance_index: settings.platform.instance_index,
+            store: kind,
+            ttl_seconds: settings.session.ttl.as_secs(),
+        });
+        let dyn_store: Arc<dyn SessionStore> = store.clone();
+        let readiness = web::Data::new(Readiness { store: dyn_store.clone() });
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(info.clone())
+                .app_data(readiness.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES as usize))
+                .configure(routes::configure)
+                .wrap(SessionMiddleware::new(store.clone(), keys.clone(), session_config.clone()))
+                .wrap(ErrorHandlers::new().default_handler_server(routes::render_server_errors))
+                .wrap(from_fn(enforce_limits))
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .wrap(from_fn(telemetry::request_id))
+        })
+        .workers(settings.http.workers)
+        .max_connections(MAX_CONNECTIONS_PER_WORKER)
+        .keep_alive(KEEP_ALIVE)
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        .shutdown_timeout(settings.http.shutdown_timeout.as_secs())
+        // SIGINT would otherwise be a hard stop; both signals drain in `run`.
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| StartupError::Bind { port, source })?
+        .run();
+
+        tracing::info!(
+            port,
+            store = %kind,
+            instance_index = settings.platform.instance_index,
+            instance_guid = settings.platform.instance_guid.as_deref().unwrap_or(""),
+            ttl_seconds = settings.session.ttl.as_secs(),
+            workers = settings.http.workers,
+            "listening on 0.0.0.0:{port}"
+        );
+        Ok(Self {
+            port,
+            server,
+            store: dyn_store,
+        })
+    }
+
+    /// The port actually bound (useful with `PORT=0`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Which store serves sessions.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store.kind()
+    }
+
+    /// A handle to stop the server gracefully from elsewhere (tests).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish
+    /// within the shutdown timeout and closes the store's connections.
+    pub async fn run(self) -> Result<(), StartupError> {
+        let handle = self.server.handle();
+        actix_web::rt::spawn(async move {
+            if let Some(signal) = shutdown_signal().await {
+                tracing::info!(signal, "shutting down: draining in-flight requests");
+                handle.stop(true).await;
+            }
+        });
+        let result = self.server.await.map_err(StartupError::Server);
+        self.store.close();
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Waits for SIGTERM (Cloud Foundry's stop) or SIGINT (Ctrl-C); `None` if neither can be watched.
+async fn shutdown_signal() -> Option<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok()?;
+    let mut int = signal(SignalKind::interrupt()).ok()?;
+    tokio::select! {
+        _ = term.recv() => Some("SIGTERM"),
+        _ = int.recv() => Some("SIGINT"),
+    }
+}
+
+/// Refuses oversized targets and bodies before any handler runs.
+async fn enforce_limits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let target_len = req.path().len() + req.query_string().len();
+    let refusal = if target_len > MAX_URI_BYTES {
+        Some((StatusCode::URI_TOO_LONG, "request target too long"))
+    } else {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        declared
+            .filter(|&n| n > MAX_BODY_BYTES)
+            .map(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
+    };
+    match refusal {
+        Some((status, message)) => {
+            let mut response = routes::error_response(req.path(), status, message);
+            // The unread body would otherwise be drained first; closing is cheaper.
+            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        None => next.call(req).await.map(ServiceResponse::map_into_left_body),
+    }
+}

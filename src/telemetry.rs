@@ -1,0 +1,150 @@
+//! Logs: JSON lines on the platform, readable text locally, one line per request.
+
+use std::time::Instant;
+
+use actix_web::HttpMessage;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use tracing::Span;
+use tracing_actix_web::RootSpanBuilder;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Installs the global subscriber; a second call (as in tests) is a no-op.
+pub fn init(settings: &LogSettings) {
+    // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
+    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    let result = match settings.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.with_target(false).compact().try_init(),
+    };
+    // Already installed: tests start many applications in one process.
+    drop(result);
+}
+
+/// An error and all its sources, joined by ": ", for the log.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+/// The request's id, from the router or made up here.
+#[derive(Clone, Debug)]
+pub struct RequestId {
+    id: String,
+    started: Instant,
+}
+
+impl RequestId {
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
+
+/// Accepts an incoming id only if it is short, printable ASCII: it ends up in every log line.
+fn acceptable(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())).then_some(text)
+}
+
+fn generate_id() -> String {
+    use std::fmt::Write;
+    let bytes: [u8; 16] = crate::session::id::os_random().unwrap_or_else(|_| {
+        // The id only correlates logs; a clock-based one is fine if the OS generator fails.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        nanos.to_le_bytes()
+    });
+    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Middleware: takes the id from `X-Vcap-Request-Id` (the Cloud Foundry router's) or
+/// `X-Request-Id`, or makes one, and echoes it back as `X-Request-Id`.
+pub async fn request_id(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = req
+        .headers()
+        .get(&X_VCAP_REQUEST_ID)
+        .and_then(acceptable)
+        .or_else(|| req.headers().get(&X_REQUEST_ID).and_then(acceptable))
+        .map(str::to_owned)
+        .unwrap_or_else(generate_id);
+    req.extensions_mut().insert(RequestId {
+        id: id.clone(),
+        started: Instant::now(),
+    });
+    let mut res = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(X_REQUEST_ID.clone(), value);
+    }
+    Ok(res)
+}
+
+/// The per-request span, and the one log line written when the request ends.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let id = request
+            .extensions()
+            .get::<RequestId>()
+            .map(|r| r.id.clone())
+            .unwrap_or_default();
+        tracing::info_span!("request", request_id = %id)
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
+        let _entered = span.enter();
+        match outcome {
+            Ok(res) => {
+                let req = res.request();
+                let (request_id, duration_ms) = req
+                    .extensions()
+                    .get::<RequestId>()
+                    .map(|r| (r.id.clone(), r.started.elapsed().as_secs_f64() * 1000.0))
+                    .unwrap_or_default();
+                tracing::info!(
+                    target: "redis_sessions::access",
+                    method = %req.method(),
+                    path = %req.path(),
+                    status = res.status().as_u16(),
+                    duration_ms = (duration_ms * 1000.0).round() / 1000.0,
+                    request_id = %request_id,
+                    "request"
+                );
+            }
+            Err(err) => {
+                tracing::error!(target: "redis_sessions::access", reason = %err, "request failed before a response");
+            }
+        }
+    }
+}

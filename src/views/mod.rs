@@ -1,0 +1,123 @@
+//! HTML pages, rendered with maud: escaped by construction, no template files to ship.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::session::StoreKind;
+
+/// Everything the counter page shows.
+#[derive(Debug)]
+pub struct CounterPage {
+    /// Visits counted in this session, this one included.
+    pub visits: i64,
+    /// Index of the instance that served the page.
+    pub instance_index: u32,
+    /// Where sessions are kept.
+    pub store: StoreKind,
+    /// Session lifetime in seconds.
+    pub ttl_seconds: u64,
+}
+
+/// Inline so the page needs no asset route and no second request.
+const STYLE: &str = r#"
+:root{color-scheme:light dark;--fg:#1d2430;--muted:#5b6473;--card:#fff;--bg:#eef1f6;--accent:#d6336c;--warn-bg:#fff4d6;--warn-fg:#7a5200}
+@media (prefers-color-scheme:dark){:root{--fg:#e8ebf1;--muted:#9aa3b2;--card:#1b2130;--bg:#0f131c;--warn-bg:#3a2f10;--warn-fg:#ffd98a}}
+*{box-sizing:border-box}
+body{margin:0;min-height:100vh;display:grid;place-items:center;background:var(--bg);color:var(--fg);font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+main{background:var(--card);border-radius:16px;box-shadow:0 10px 30px rgba(0,0,0,.08);padding:2.5rem 3rem;max-width:32rem;width:calc(100% - 2rem);text-align:center}
+h1{font-size:1.1rem;font-weight:600;color:var(--muted);margin:0 0 1rem;letter-spacing:.02em}
+.count{font-size:1.35rem;margin:0}
+#visits{display:block;font-size:4.5rem;font-weight:700;line-height:1.1;color:var(--accent);font-variant-numeric:tabular-nums}
+dl{display:grid;grid-template-columns:auto auto;gap:.25rem 1rem;justify-content:center;margin:1.75rem 0;color:var(--muted);font-size:.9rem}
+dt{text-align:right}dd{margin:0;text-align:left;color:var(--fg);font-weight:500}
+.warning{background:var(--warn-bg);color:var(--warn-fg);border-radius:10px;padding:.75rem 1rem;font-size:.9rem;margin:0 0 1.5rem}
+button{font:inherit;border:0;border-radius:999px;padding:.6rem 1.4rem;background:var(--fg);color:var(--card);cursor:pointer}
+button:hover{opacity:.85}
+"#;
+
+fn layout(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { main { (body) } }
+        }
+    }
+}
+
+fn ttl_text(seconds: u64) -> String {
+    match seconds {
+        s if s % 3600 == 0 => format!("{} h", s / 3600),
+        s if s % 60 == 0 => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
+/// The visit counter page.
+pub fn counter_page(page: &CounterPage) -> Markup {
+    let times = if page.visits == 1 { "time" } else { "times" };
+    layout(
+        "Visit counter",
+        html! {
+            h1 { "redis-sessions" }
+            p.count {
+                "You have visited this page "
+                span #visits { (page.visits) }
+                " " (times)
+            }
+            dl {
+                dt { "Instance" } dd #instance { (page.instance_index) }
+                dt { "Session store" } dd #store { (match page.store { StoreKind::Redis => "Redis", StoreKind::Memory => "memory" }) }
+                dt { "Session lifetime" } dd #ttl { (ttl_text(page.ttl_seconds)) ", renewed on each visit" }
+            }
+            @if page.store == StoreKind::Memory {
+                p.warning role="alert" {
+                    "Sessions are kept in this instance's memory: the count is per instance and is lost when it restarts. Bind a Redis to share it."
+                }
+            }
+            form method="post" action="/reset" {
+                button type="submit" { "Forget me" }
+            }
+        },
+    )
+}
+
+/// A short error page; never shows internals.
+pub fn error_page(status: u16, message: &str) -> Markup {
+    layout(
+        message,
+        html! {
+            h1 { (status) }
+            p.count { (message) }
+            p { a href="/" { "Back to the counter" } }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_shows_the_count_instance_store_and_lifetime() {
+        let html = counter_page(&CounterPage { visits: 7, instance_index: 3, store: StoreKind::Redis, ttl_seconds: 1800 }).into_string();
+        assert!(html.contains(r#"<span id="visits">7</span>"#), "{html}");
+        assert!(html.contains("You have visited this page"));
+        assert!(html.contains(r#"<dd id="instance">3</dd>"#));
+        assert!(html.contains("30 min"));
+        assert!(html.contains(r#"action="/reset""#) && html.contains("Forget me"));
+        assert!(!html.contains("per instance"), "no memory warning with Redis");
+    }
+
+    #[test]
+    fn the_memory_store_is_flagged_on_the_page() {
+        let html = counter_page(&CounterPage { visits: 1, instance_index: 0, store: StoreKind::Memory, ttl_seconds: 90 }).into_string();
+        assert!(html.contains("per instance") && html.contains(r#"role="alert""#));
+        assert!(html.contains("1</span> time<"), "singular for one visit: {html}");
+        assert!(html.contains("90 s"));
+    }
+}
