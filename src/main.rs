@@ -13,7 +13,8 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.log);
-    let outcome = actix_web::rt::System::new().block_on(async { Application::build(settings).await?.run().await });
+    let outcome = actix_web::rt::System::new()
+        .block_on(async { Application::build(settings).await?.run().await });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,13 +14,17 @@ use tracing_actix_web::TracingLogger;
 use crate::config::{RedisSource, Settings, StoreSettings};
 use crate::routes::{self, AppInfo, Readiness};
 use crate::session::store::{MemoryStore, RedisStore};
-use crate::session::{Keys, SessionConfig, SessionError, SessionMiddleware, SessionStore, StoreKind};
+use crate::session::{
+    Keys, SessionConfig, SessionError, SessionMiddleware, SessionStore, StoreKind,
+};
 use crate::telemetry::{self, RequestSpan};
 
 /// Largest request body accepted. No route reads a body; this only bounds abuse.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024;
 /// Longest request target (path and query) accepted; longer ones get 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest total size of request header names and values; larger heads get 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time a client has to send a complete request head, which cuts slowloris attacks.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle keep-alive connection is kept. Longer than common proxy idle timeouts
@@ -66,7 +70,8 @@ impl Application {
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let port = settings.http.port;
-        let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|source| StartupError::Bind { port, source })?;
+        let listener = TcpListener::bind(("0.0.0.0", port))
+            .map_err(|source| StartupError::Bind { port, source })?;
         let port = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { port, source })?
@@ -85,7 +90,12 @@ impl Application {
                         "session store: Redis from REDIS_URL"
                     ),
                 }
-                let store = Arc::new(RedisStore::new(e, redis.pool_size, redis.timeout, &settings.session.key_prefix)?);
+                let store = Arc::new(RedisStore::new(
+                    e,
+                    redis.pool_size,
+                    redis.timeout,
+                    &settings.session.key_prefix,
+                )?);
                 Self::serve(store, listener, port, &settings)
             }
             StoreSettings::Memory { max_sessions } => {
@@ -94,7 +104,12 @@ impl Application {
                     "session store: in-memory; sessions are per instance and lost on restart. \
                      Set REDIS_URL or bind a Redis service to share them"
                 );
-                Self::serve(Arc::new(MemoryStore::new(*max_sessions)), listener, port, &settings)
+                Self::serve(
+                    Arc::new(MemoryStore::new(*max_sessions)),
+                    listener,
+                    port,
+                    &settings,
+                )
             }
         }
     }
@@ -120,7 +135,9 @@ impl Application {
             ttl_seconds: settings.session.ttl.as_secs(),
         });
         let dyn_store: Arc<dyn SessionStore> = store.clone();
-        let readiness = web::Data::new(Readiness { store: dyn_store.clone() });
+        let readiness = web::Data::new(Readiness {
+            store: dyn_store.clone(),
+        });
 
         let server = HttpServer::new(move || {
             App::new()
@@ -128,7 +145,11 @@ impl Application {
                 .app_data(readiness.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES as usize))
                 .configure(routes::configure)
-                .wrap(SessionMiddleware::new(store.clone(), keys.clone(), session_config.clone()))
+                .wrap(SessionMiddleware::new(
+                    store.clone(),
+                    keys.clone(),
+                    session_config.clone(),
+                ))
                 .wrap(ErrorHandlers::new().default_handler_server(routes::render_server_errors))
                 .wrap(from_fn(enforce_limits))
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -181,7 +202,7 @@ impl Application {
     /// within the shutdown timeout and closes the store's connections.
     pub async fn run(self) -> Result<(), StartupError> {
         let handle = self.server.handle();
-        actix_web::rt::spawn(async move {
+        tokio::spawn(async move {
             if let Some(signal) = shutdown_signal().await {
                 tracing::info!(signal, "shutting down: draining in-flight requests");
                 handle.stop(true).await;
@@ -211,8 +232,18 @@ async fn enforce_limits(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let target_len = req.path().len() + req.query_string().len();
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
     let refusal = if target_len > MAX_URI_BYTES {
         Some((StatusCode::URI_TOO_LONG, "request target too long"))
+    } else if header_bytes > MAX_HEADER_BYTES {
+        Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large",
+        ))
     } else {
         let declared = req
             .headers()
@@ -227,9 +258,14 @@ async fn enforce_limits(
         Some((status, message)) => {
             let mut response = routes::error_response(req.path(), status, message);
             // The unread body would otherwise be drained first; closing is cheaper.
-            response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+            response
+                .head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
             Ok(req.into_response(response).map_into_right_body())
         }
-        None => next.call(req).await.map(ServiceResponse::map_into_left_body),
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body),
     }
 }

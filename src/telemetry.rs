@@ -66,7 +66,8 @@ static X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-i
 /// Accepts an incoming id only if it is short, printable ASCII: it ends up in every log line.
 fn acceptable(value: &HeaderValue) -> Option<&str> {
     let text = value.to_str().ok()?;
-    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic())).then_some(text)
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then_some(text)
 }
 
 fn generate_id() -> String {
@@ -122,7 +123,10 @@ impl RootSpanBuilder for RequestSpan {
         tracing::info_span!("request", request_id = %id)
     }
 
-    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
+    fn on_request_end<B: MessageBody>(
+        span: Span,
+        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
+    ) {
         let _entered = span.enter();
         match outcome {
             Ok(res) => {

@@ -176,7 +176,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Vcap(#[from] VcapError),
     /// `REDIS_URL` cannot be used.
-    #[error("REDIS_URL must be a redis:// or rediss:// URL such as redis://:password@host:6379/0, but {0}")]
+    #[error(
+        "REDIS_URL must be a redis:// or rediss:// URL such as redis://:password@host:6379/0, but {0}"
+    )]
     RedisUrl(#[source] RedisUrlError),
     /// A `SESSION_SECRET` part is too short to be a signing key.
     #[error(
@@ -274,16 +276,28 @@ fn parse_num<T: std::str::FromStr + PartialOrd>(
 /// RFC 6265 cookie-name characters (an RFC 7230 token).
 fn is_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 impl RawEnv {
     fn validate(self) -> Result<Settings, ConfigError> {
         let http = HttpSettings {
-            port: parse_num(self.port.as_deref(), "PORT", "a port number between 0 and 65535", 8080, 0..=65535)?,
-            workers: parse_num(self.http_workers.as_deref(), "HTTP_WORKERS", "a number of threads between 1 and 64", 2, 1..=64)?,
+            port: parse_num(
+                self.port.as_deref(),
+                "PORT",
+                "a port number between 0 and 65535",
+                8080,
+                0..=65535,
+            )?,
+            workers: parse_num(
+                self.http_workers.as_deref(),
+                "HTTP_WORKERS",
+                "a number of threads between 1 and 64",
+                2,
+                1..=64,
+            )?,
             shutdown_timeout: Duration::from_secs(parse_num(
                 self.shutdown_timeout_seconds.as_deref(),
                 "SHUTDOWN_TIMEOUT_SECONDS",
@@ -318,7 +332,9 @@ impl RawEnv {
             on_cloud_foundry,
             instance_index,
             instance_guid: self.cf_instance_guid.clone().or_else(|| {
-                app_field("instance_id").and_then(|v| v.as_str()).map(str::to_owned)
+                app_field("instance_id")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
             }),
             app_name: app_field("application_name")
                 .or_else(|| app_field("name"))
@@ -343,7 +359,10 @@ impl RawEnv {
             }
         };
         let filter = self.rust_log.clone().unwrap_or_else(|| "info".to_owned());
-        if tracing_subscriber::EnvFilter::builder().parse(&filter).is_err() {
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&filter)
+            .is_err()
+        {
             return Err(ConfigError::Invalid {
                 var: "RUST_LOG",
                 expected: "a log filter such as info or redis_sessions=debug,info",
@@ -530,7 +549,9 @@ mod tests {
     }
 
     fn error(vars: &[(&str, &str)]) -> String {
-        settings(vars).expect_err("expected a configuration error").to_string()
+        settings(vars)
+            .expect_err("expected a configuration error")
+            .to_string()
     }
 
     #[test]
@@ -538,7 +559,12 @@ mod tests {
         let s = settings(&[]).unwrap();
         assert_eq!(s.http.port, 8080);
         assert!(!s.platform.on_cloud_foundry);
-        assert!(matches!(s.store, StoreSettings::Memory { max_sessions: 100_000 }));
+        assert!(matches!(
+            s.store,
+            StoreSettings::Memory {
+                max_sessions: 100_000
+            }
+        ));
         assert_eq!(s.session.ttl, Duration::from_secs(1800));
         assert_eq!(s.session.cookie_name, "sid");
         assert_eq!(s.session.cookie_secure, CookieSecure::Auto);
@@ -553,19 +579,32 @@ mod tests {
         let services = include_str!("../../../shared/fixtures/vcap/p.redis-on-demand-tls.json");
         let s = settings(&[("VCAP_APPLICATION", app), ("VCAP_SERVICES", services)]).unwrap();
         assert!(s.platform.on_cloud_foundry);
-        assert_eq!(s.platform.instance_index, 2, "falls back to VCAP_APPLICATION");
+        assert_eq!(
+            s.platform.instance_index, 2,
+            "falls back to VCAP_APPLICATION"
+        );
         assert_eq!(s.platform.app_name.as_deref(), Some("rust-sessions"));
         assert_eq!(s.log.format, LogFormat::Json);
-        let StoreSettings::Redis(r) = s.store else { panic!("expected redis") };
+        let StoreSettings::Redis(r) = s.store else {
+            panic!("expected redis")
+        };
         assert!(r.endpoint.tls);
-        assert!(matches!(r.source, RedisSource::Binding { ref name, .. } if name == "redis-sessions"));
+        assert!(
+            matches!(r.source, RedisSource::Binding { ref name, .. } if name == "redis-sessions")
+        );
     }
 
     #[test]
     fn redis_url_wins_over_vcap_services() {
         let services = include_str!("../../../shared/fixtures/vcap/ambiguous-two-p-redis.json");
-        let s = settings(&[("REDIS_URL", "redis://127.0.0.1:7777"), ("VCAP_SERVICES", services)]).unwrap();
-        let StoreSettings::Redis(r) = s.store else { panic!("expected redis") };
+        let s = settings(&[
+            ("REDIS_URL", "redis://127.0.0.1:7777"),
+            ("VCAP_SERVICES", services),
+        ])
+        .unwrap();
+        let StoreSettings::Redis(r) = s.store else {
+            panic!("expected redis")
+        };
         assert_eq!(r.endpoint.port, 7777);
         assert!(matches!(r.source, RedisSource::Url));
     }
@@ -580,9 +619,17 @@ mod tests {
     fn secrets_are_split_on_commas_and_kept_in_order() {
         let two = format!("{SECRET}, {}", SECRET.to_uppercase());
         let s = settings(&[("SESSION_SECRET", &two)]).unwrap();
-        let got: Vec<&str> = s.session.secrets.iter().map(|s| s.expose_secret()).collect();
+        let got: Vec<&str> = s
+            .session
+            .secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
         assert_eq!(got, [SECRET.to_owned(), SECRET.to_uppercase()]);
-        assert!(!format!("{s:?}").contains(SECRET), "Debug must not show secrets");
+        assert!(
+            !format!("{s:?}").contains(SECRET),
+            "Debug must not show secrets"
+        );
     }
 
     #[test]
@@ -593,32 +640,83 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("PORT", "eighty")], "PORT must be a port number"),
             (&[("PORT", "70000")], "PORT must be a port number"),
-            (&[("VCAP_SERVICES", "{not json")], "VCAP_SERVICES is not valid JSON"),
-            (&[("VCAP_APPLICATION", "[")], "VCAP_APPLICATION is not valid JSON"),
-            (&[("REDIS_URL", "http://h:1")], "REDIS_URL must be a redis:// or rediss:// URL"),
-            (&[("REDIS_URL", "localhost:6379")], "REDIS_URL must be a redis:// or rediss:// URL"),
-            (&[("SESSION_SECRET", &short)], "SESSION_SECRET part 2 is 5 bytes"),
-            (&[("SESSION_STORE", "redis")], "SESSION_STORE=redis but no Redis is configured"),
-            (&[("SESSION_STORE", "disk")], "SESSION_STORE must be auto, redis or memory"),
+            (
+                &[("VCAP_SERVICES", "{not json")],
+                "VCAP_SERVICES is not valid JSON",
+            ),
+            (
+                &[("VCAP_APPLICATION", "[")],
+                "VCAP_APPLICATION is not valid JSON",
+            ),
+            (
+                &[("REDIS_URL", "http://h:1")],
+                "REDIS_URL must be a redis:// or rediss:// URL",
+            ),
+            (
+                &[("REDIS_URL", "localhost:6379")],
+                "REDIS_URL must be a redis:// or rediss:// URL",
+            ),
+            (
+                &[("SESSION_SECRET", &short)],
+                "SESSION_SECRET part 2 is 5 bytes",
+            ),
+            (
+                &[("SESSION_STORE", "redis")],
+                "SESSION_STORE=redis but no Redis is configured",
+            ),
+            (
+                &[("SESSION_STORE", "disk")],
+                "SESSION_STORE must be auto, redis or memory",
+            ),
             (&[("VCAP_APPLICATION", app)], "cf create-service"),
             (&[("VCAP_SERVICES", two)], "REDIS_SERVICE_NAME"),
-            (&[("VCAP_SERVICES", two), ("REDIS_SERVICE_NAME", "x")], "REDIS_SERVICE_NAME=\"x\" matches no binding"),
-            (&[("REDIS_SERVICE_NAME", "x")], "REDIS_SERVICE_NAME=\"x\" matches no binding"),
-            (&[("SESSION_TTL_SECONDS", "0")], "SESSION_TTL_SECONDS must be"),
-            (&[("SESSION_COOKIE_NAME", "JSESSIONID")], "SESSION_COOKIE_NAME must be"),
-            (&[("SESSION_COOKIE_NAME", "a b")], "SESSION_COOKIE_NAME must be"),
-            (&[("COOKIE_SECURE", "yes")], "COOKIE_SECURE must be auto, true or false"),
+            (
+                &[("VCAP_SERVICES", two), ("REDIS_SERVICE_NAME", "x")],
+                "REDIS_SERVICE_NAME=\"x\" matches no binding",
+            ),
+            (
+                &[("REDIS_SERVICE_NAME", "x")],
+                "REDIS_SERVICE_NAME=\"x\" matches no binding",
+            ),
+            (
+                &[("SESSION_TTL_SECONDS", "0")],
+                "SESSION_TTL_SECONDS must be",
+            ),
+            (
+                &[("SESSION_COOKIE_NAME", "JSESSIONID")],
+                "SESSION_COOKIE_NAME must be",
+            ),
+            (
+                &[("SESSION_COOKIE_NAME", "a b")],
+                "SESSION_COOKIE_NAME must be",
+            ),
+            (
+                &[("COOKIE_SECURE", "yes")],
+                "COOKIE_SECURE must be auto, true or false",
+            ),
             (&[("REDIS_POOL_SIZE", "0")], "REDIS_POOL_SIZE must be"),
             (&[("REDIS_TIMEOUT_MS", "-1")], "REDIS_TIMEOUT_MS must be"),
-            (&[("SHUTDOWN_TIMEOUT_SECONDS", "soon")], "SHUTDOWN_TIMEOUT_SECONDS must be"),
+            (
+                &[("SHUTDOWN_TIMEOUT_SECONDS", "soon")],
+                "SHUTDOWN_TIMEOUT_SECONDS must be",
+            ),
             (&[("LOG_FORMAT", "xml")], "LOG_FORMAT must be json or text"),
             (&[("RUST_LOG", "info,[[[")], "RUST_LOG must be"),
-            (&[("CF_INSTANCE_INDEX", "first")], "CF_INSTANCE_INDEX must be"),
+            (
+                &[("CF_INSTANCE_INDEX", "first")],
+                "CF_INSTANCE_INDEX must be",
+            ),
         ];
         for (vars, expected) in cases {
             let msg = error(vars);
-            assert!(msg.contains(expected), "{vars:?}: expected {expected:?} in {msg:?}");
-            assert!(!msg.contains('\n'), "{vars:?}: message spans lines: {msg:?}");
+            assert!(
+                msg.contains(expected),
+                "{vars:?}: expected {expected:?} in {msg:?}"
+            );
+            assert!(
+                !msg.contains('\n'),
+                "{vars:?}: message spans lines: {msg:?}"
+            );
         }
     }
 
@@ -626,7 +724,10 @@ mod tests {
     fn the_cloud_foundry_message_offers_both_ways_out() {
         let app = include_str!("../../../shared/fixtures/vcap/vcap-application.json");
         let msg = error(&[("VCAP_APPLICATION", app)]);
-        assert!(msg.contains("cf bind-service") && msg.contains("SESSION_STORE=memory"), "{msg}");
+        assert!(
+            msg.contains("cf bind-service") && msg.contains("SESSION_STORE=memory"),
+            "{msg}"
+        );
         let ok = settings(&[("VCAP_APPLICATION", app), ("SESSION_STORE", "memory")]).unwrap();
         assert!(matches!(ok.store, StoreSettings::Memory { .. }));
     }

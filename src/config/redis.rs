@@ -70,7 +70,11 @@ pub(crate) fn parse_url_parts(text: &str) -> Result<UrlParts, RedisUrlError> {
         .filter(|h| !h.is_empty())
         // IPv6 literals come back bracketed; the socket layer wants them bare.
         .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned());
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     let username = Some(decode(url.username())).filter(|u| !u.is_empty());
     let password = url
         .password()
@@ -79,7 +83,10 @@ pub(crate) fn parse_url_parts(text: &str) -> Result<UrlParts, RedisUrlError> {
         .map(SecretString::from);
     let db = match url.path().trim_start_matches('/') {
         "" => None,
-        path => Some(path.parse::<i64>().map_err(|_| RedisUrlError::BadDatabase)?),
+        path => Some(
+            path.parse::<i64>()
+                .map_err(|_| RedisUrlError::BadDatabase)?,
+        ),
     };
     Ok(UrlParts {
         host,
@@ -113,7 +120,8 @@ mod tests {
 
     #[test]
     fn a_full_url_is_split_and_its_password_decoded() {
-        let e = RedisEndpoint::from_url("rediss://default:p%40ss%2Fw@cache.example.com:6380/2").unwrap();
+        let e = RedisEndpoint::from_url("rediss://default:p%40ss%2Fw@cache.example.com:6380/2")
+            .unwrap();
         assert_eq!(e.host, "cache.example.com");
         assert_eq!(e.port, 6380);
         assert!(e.tls);
@@ -138,7 +146,10 @@ mod tests {
     #[test]
     fn other_schemes_and_junk_are_refused() {
         let cases = [
-            ("http://example.com", RedisUrlError::UnsupportedScheme("http".into())),
+            (
+                "http://example.com",
+                RedisUrlError::UnsupportedScheme("http".into()),
+            ),
             ("not a url", RedisUrlError::NotAUrl),
             ("redis://host/abc", RedisUrlError::BadDatabase),
             ("redis:///0", RedisUrlError::MissingHost),

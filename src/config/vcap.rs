@@ -287,19 +287,125 @@ mod tests {
     }
 
     /// (fixture, name, label, host, port, tls, password)
-    const SINGLE_BINDING_FIXTURES: &[(&str, &str, &str, &str, u16, bool, Option<&str>)] = &[
-        ("p-redis-shared-vm.json", "my-redis", "p-redis", "10.0.4.17", 34029, false, Some("fake-shared-vm-password")),
-        ("p-redis-dedicated-vm.json", "my-redis", "p-redis", "10.0.8.21", 6379, false, Some("fake-dedicated-vm-password")),
-        ("p.redis-on-demand-tls.json", "redis-sessions", "p.redis", "q-s0.redis-instance.services.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh", 16379, true, Some("fake-on-demand-password")),
-        ("p.redis-on-demand-no-tls.json", "redis-sessions", "p.redis", "q-s0.redis-instance.svc-dmd.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh", 6379, false, Some("fake-redispassword")),
-        ("rediscloud.json", "hello-redis", "rediscloud", "redis-15459.c98.us-east-1-4.ec2.cloud.example.com", 15459, false, Some("fake-rediscloud-password")),
-        ("redislabs.json", "redis-enterprise-service", "redislabs", "redis-16917.internal.redis-enterprise-01.example.com", 16917, false, Some("fake-redislabs-password")),
-        ("azure-rediscache-osba.json", "my-azure-redis", "azure-rediscache", "fake-cache-name.redis.cache.windows.net", 6380, true, Some("fakeAzureKey+with/slash=")),
-        ("csb-azure-redis.json", "my-csb-azure-redis", "csb-azure-redis", "csb-redis-44444444.redis.cache.windows.net", 6380, true, Some("fake-csb-azure-access-key=")),
-        ("csb-google-redis-memorystore.json", "my-memorystore", "csb-google-redis", "10.128.0.5", 6379, false, None),
-        ("user-provided-uri.json", "my-external-redis", "user-provided", "redis.example.com", 6379, false, Some("fake-ups-password")),
-        ("user-provided-rediss-uri-tagged.json", "session-store", "user-provided", "redis-12345.c1.cloud.example.com", 12345, true, Some("fake@pass/word")),
-        ("mixed-postgres-and-redis.json", "sessions", "p.redis", "q-s0.redis-instance.services.service-instance-0000.bosh", 16379, true, Some("fake-password")),
+    type Expected = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+        u16,
+        bool,
+        Option<&'static str>,
+    );
+
+    const SINGLE_BINDING_FIXTURES: &[Expected] = &[
+        (
+            "p-redis-shared-vm.json",
+            "my-redis",
+            "p-redis",
+            "10.0.4.17",
+            34029,
+            false,
+            Some("fake-shared-vm-password"),
+        ),
+        (
+            "p-redis-dedicated-vm.json",
+            "my-redis",
+            "p-redis",
+            "10.0.8.21",
+            6379,
+            false,
+            Some("fake-dedicated-vm-password"),
+        ),
+        (
+            "p.redis-on-demand-tls.json",
+            "redis-sessions",
+            "p.redis",
+            "q-s0.redis-instance.services.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh",
+            16379,
+            true,
+            Some("fake-on-demand-password"),
+        ),
+        (
+            "p.redis-on-demand-no-tls.json",
+            "redis-sessions",
+            "p.redis",
+            "q-s0.redis-instance.svc-dmd.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh",
+            6379,
+            false,
+            Some("fake-redispassword"),
+        ),
+        (
+            "rediscloud.json",
+            "hello-redis",
+            "rediscloud",
+            "redis-15459.c98.us-east-1-4.ec2.cloud.example.com",
+            15459,
+            false,
+            Some("fake-rediscloud-password"),
+        ),
+        (
+            "redislabs.json",
+            "redis-enterprise-service",
+            "redislabs",
+            "redis-16917.internal.redis-enterprise-01.example.com",
+            16917,
+            false,
+            Some("fake-redislabs-password"),
+        ),
+        (
+            "azure-rediscache-osba.json",
+            "my-azure-redis",
+            "azure-rediscache",
+            "fake-cache-name.redis.cache.windows.net",
+            6380,
+            true,
+            Some("fakeAzureKey+with/slash="),
+        ),
+        (
+            "csb-azure-redis.json",
+            "my-csb-azure-redis",
+            "csb-azure-redis",
+            "csb-redis-44444444.redis.cache.windows.net",
+            6380,
+            true,
+            Some("fake-csb-azure-access-key="),
+        ),
+        (
+            "csb-google-redis-memorystore.json",
+            "my-memorystore",
+            "csb-google-redis",
+            "10.128.0.5",
+            6379,
+            false,
+            None,
+        ),
+        (
+            "user-provided-uri.json",
+            "my-external-redis",
+            "user-provided",
+            "redis.example.com",
+            6379,
+            false,
+            Some("fake-ups-password"),
+        ),
+        (
+            "user-provided-rediss-uri-tagged.json",
+            "session-store",
+            "user-provided",
+            "redis-12345.c1.cloud.example.com",
+            12345,
+            true,
+            Some("fake@pass/word"),
+        ),
+        (
+            "mixed-postgres-and-redis.json",
+            "sessions",
+            "p.redis",
+            "q-s0.redis-instance.services.service-instance-0000.bosh",
+            16379,
+            true,
+            Some("fake-password"),
+        ),
     ];
 
     #[test]
@@ -330,7 +436,10 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("fixture directory") {
             let file = entry.unwrap().file_name().into_string().unwrap();
             if file.ends_with(".json") {
-                assert!(covered.contains(&file.as_str()), "fixture {file} has no test");
+                assert!(
+                    covered.contains(&file.as_str()),
+                    "fixture {file} has no test"
+                );
             }
         }
     }
@@ -339,16 +448,25 @@ mod tests {
     fn two_redis_bindings_without_a_service_name_name_every_candidate() {
         let err = find_redis_binding(&fixture("ambiguous-two-p-redis.json"), None).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, VcapError::Ambiguous(ref n) if n.len() == 2), "{msg}");
-        assert!(msg.contains("\"redis\"") && msg.contains("\"another-redis\""), "{msg}");
+        assert!(
+            matches!(err, VcapError::Ambiguous(ref n) if n.len() == 2),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("\"redis\"") && msg.contains("\"another-redis\""),
+            "{msg}"
+        );
         assert!(msg.contains("REDIS_SERVICE_NAME"), "{msg}");
     }
 
     #[test]
     fn a_service_name_picks_one_of_several_bindings() {
-        let b = find_redis_binding(&fixture("ambiguous-two-p-redis.json"), Some("another-redis"))
-            .unwrap()
-            .unwrap();
+        let b = find_redis_binding(
+            &fixture("ambiguous-two-p-redis.json"),
+            Some("another-redis"),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(b.endpoint.host, "another-host.example.com");
     }
 
@@ -361,16 +479,24 @@ mod tests {
 
     #[test]
     fn a_service_name_that_matches_nothing_lists_what_is_bound() {
-        let err = find_redis_binding(&fixture("mixed-postgres-and-redis.json"), Some("nope")).unwrap_err();
+        let err = find_redis_binding(&fixture("mixed-postgres-and-redis.json"), Some("nope"))
+            .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("REDIS_SERVICE_NAME=\"nope\""), "{msg}");
-        assert!(msg.contains("\"sessions\"") && msg.contains("elephantsql-binding-c6c60"), "{msg}");
+        assert!(
+            msg.contains("\"sessions\"") && msg.contains("elephantsql-binding-c6c60"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn the_application_document_has_no_redis() {
         // VCAP_APPLICATION is an object of scalars: no arrays, so no bindings.
-        assert!(find_redis_binding(&fixture("vcap-application.json"), None).unwrap().is_none());
+        assert!(
+            find_redis_binding(&fixture("vcap-application.json"), None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -384,11 +510,26 @@ mod tests {
     #[test]
     fn candidates_are_recognised_by_tag_label_name_or_uri_scheme() {
         let cases = [
-            (r#"{"kv":[{"name":"a","label":"kv","tags":["REDIS"],"credentials":{"host":"h"}}]}"#, "tag, any case"),
-            (r#"{"My-Redis-Svc":[{"name":"a","credentials":{"host":"h"}}]}"#, "label from the service key"),
-            (r#"{"kv":[{"name":"sessions-redis","label":"kv","credentials":{"host":"h"}}]}"#, "name"),
-            (r#"{"kv":[{"name":"a","label":"kv","credentials":{"url":"valkeys://h:1"}}]}"#, "valkeys url"),
-            (r#"{"kv":[{"name":"a","label":"kv","credentials":{"uri":"valkey://h:1"}}]}"#, "valkey uri"),
+            (
+                r#"{"kv":[{"name":"a","label":"kv","tags":["REDIS"],"credentials":{"host":"h"}}]}"#,
+                "tag, any case",
+            ),
+            (
+                r#"{"My-Redis-Svc":[{"name":"a","credentials":{"host":"h"}}]}"#,
+                "label from the service key",
+            ),
+            (
+                r#"{"kv":[{"name":"sessions-redis","label":"kv","credentials":{"host":"h"}}]}"#,
+                "name",
+            ),
+            (
+                r#"{"kv":[{"name":"a","label":"kv","credentials":{"url":"valkeys://h:1"}}]}"#,
+                "valkeys url",
+            ),
+            (
+                r#"{"kv":[{"name":"a","label":"kv","credentials":{"uri":"valkey://h:1"}}]}"#,
+                "valkey uri",
+            ),
         ];
         for (vcap, why) in cases {
             let found = find_redis_binding(vcap, None).unwrap_or_else(|e| panic!("{why}: {e}"));
@@ -402,7 +543,10 @@ mod tests {
             "host":"field-host","uri":"rediss://user:uri%20pass@uri-host:7000/3"}}]}"#;
         let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
         assert_eq!(e.host, "field-host");
-        assert_eq!(e.port, 7000, "port comes from the uri when no field gives one");
+        assert_eq!(
+            e.port, 7000,
+            "port comes from the uri when no field gives one"
+        );
         assert!(e.tls, "rediss scheme means TLS");
         assert_eq!(e.password.unwrap().expose_secret(), "uri pass");
         assert_eq!(e.username.as_deref(), Some("user"));
@@ -411,7 +555,10 @@ mod tests {
         let vcap = r#"{"r":[{"name":"r","credentials":{"host":"h","port":"6390",
             "password":"field","uri":"redis://:uri@other:1"}}]}"#;
         let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
-        assert_eq!((e.port, e.password.unwrap().expose_secret()), (6390, "field"));
+        assert_eq!(
+            (e.port, e.password.unwrap().expose_secret()),
+            (6390, "field")
+        );
     }
 
     #[test]
@@ -426,7 +573,8 @@ mod tests {
             (r#""port":null"#, 6379, false),
         ];
         for (fields, port, tls) in cases {
-            let vcap = format!(r#"{{"redis":[{{"name":"r","credentials":{{"host":"h",{fields}}}}}]}}"#);
+            let vcap =
+                format!(r#"{{"redis":[{{"name":"r","credentials":{{"host":"h",{fields}}}}}]}}"#);
             let e = find_redis_binding(&vcap, None).unwrap().unwrap().endpoint;
             assert_eq!((e.port, e.tls), (port, tls), "credentials {{{fields}}}");
         }
@@ -443,28 +591,62 @@ mod tests {
     fn unusable_credentials_are_a_typed_error_naming_the_binding() {
         let cases = [
             (r#"{"redis":[{"name":"r"}]}"#, "no credentials object"),
-            (r#"{"redis":[{"name":"r","credentials":{}}]}"#, "neither host"),
-            (r#"{"redis":[{"name":"r","credentials":{"host":"h","port":"http"}}]}"#, "port is not a port"),
-            (r#"{"redis":[{"name":"r","credentials":{"host":"h","port":70000}}]}"#, "port is not a port"),
-            (r#"{"redis":[{"name":"r","credentials":{"uri":"redis://:p@/"}}]}"#, "no host"),
-            (r#"{"redis":[{"name":"r","credentials":{"uri":"::::"}}]}"#, "uri is unusable"),
+            (
+                r#"{"redis":[{"name":"r","credentials":{}}]}"#,
+                "neither host",
+            ),
+            (
+                r#"{"redis":[{"name":"r","credentials":{"host":"h","port":"http"}}]}"#,
+                "port is not a port",
+            ),
+            (
+                r#"{"redis":[{"name":"r","credentials":{"host":"h","port":70000}}]}"#,
+                "port is not a port",
+            ),
+            (
+                r#"{"redis":[{"name":"r","credentials":{"uri":"redis:///0"}}]}"#,
+                "no host",
+            ),
+            (
+                r#"{"redis":[{"name":"r","credentials":{"uri":"::::"}}]}"#,
+                "uri is unusable",
+            ),
         ];
         for (vcap, expected) in cases {
             let err = find_redis_binding(vcap, None).unwrap_err();
             let msg = err.to_string();
-            assert!(matches!(err, VcapError::BadCredentials { .. }), "{vcap}: {msg}");
+            assert!(
+                matches!(err, VcapError::BadCredentials { .. }),
+                "{vcap}: {msg}"
+            );
             assert!(msg.contains("\"r\""), "{vcap}: {msg}");
-            assert!(msg.contains(expected), "{vcap}: expected {expected:?} in {msg}");
+            assert!(
+                msg.contains(expected),
+                "{vcap}: expected {expected:?} in {msg}"
+            );
         }
     }
 
     #[test]
     fn malformed_documents_are_typed_errors() {
-        assert!(matches!(find_redis_binding("{", None), Err(VcapError::InvalidJson(_))));
-        assert!(matches!(find_redis_binding("[]", None), Err(VcapError::NotAnObject)));
-        assert!(matches!(find_redis_binding("null", None), Err(VcapError::NotAnObject)));
+        assert!(matches!(
+            find_redis_binding("{", None),
+            Err(VcapError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            find_redis_binding("[]", None),
+            Err(VcapError::NotAnObject)
+        ));
+        assert!(matches!(
+            find_redis_binding("null", None),
+            Err(VcapError::NotAnObject)
+        ));
         // Entries of the wrong type are skipped rather than fatal.
-        assert!(find_redis_binding(r#"{"redis":"x","other":[1,null,"s"]}"#, None).unwrap().is_none());
+        assert!(
+            find_redis_binding(r#"{"redis":"x","other":[1,null,"s"]}"#, None)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -25,13 +25,19 @@ fn visits_response(visits: i64, info: &AppInfo) -> HttpResponse {
 }
 
 /// `POST /api/visits`: counts a visit and returns the new count.
-pub async fn visit(session: Session, info: web::Data<AppInfo>) -> Result<HttpResponse, SessionError> {
+pub async fn visit(
+    session: Session,
+    info: web::Data<AppInfo>,
+) -> Result<HttpResponse, SessionError> {
     let visits = session.incr(VISITS, 1).await?;
     Ok(visits_response(visits, &info))
 }
 
 /// `GET /api/session`: the count so far, without counting and without creating a session.
-pub async fn show(session: Session, info: web::Data<AppInfo>) -> Result<HttpResponse, SessionError> {
+pub async fn show(
+    session: Session,
+    info: web::Data<AppInfo>,
+) -> Result<HttpResponse, SessionError> {
     let visits = session.get::<i64>(VISITS).await?.unwrap_or(0);
     Ok(visits_response(visits, &info))
 }

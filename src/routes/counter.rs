@@ -8,7 +8,10 @@ use crate::session::{Session, SessionError};
 use crate::views::{CounterPage, counter_page};
 
 /// `GET /`: counts the visit in one store round trip and shows the count.
-pub async fn page(session: Session, info: web::Data<AppInfo>) -> Result<HttpResponse, SessionError> {
+pub async fn page(
+    session: Session,
+    info: web::Data<AppInfo>,
+) -> Result<HttpResponse, SessionError> {
     let visits = session.incr(VISITS, 1).await?;
     let markup = counter_page(&CounterPage {
         visits,

@@ -17,7 +17,11 @@ pub fn is_api_path(path: &str) -> bool {
 }
 
 /// An error answer in the format the path calls for.
-pub fn error_response(path: &str, status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+pub fn error_response(
+    path: &str,
+    status: actix_web::http::StatusCode,
+    message: &str,
+) -> HttpResponse {
     let mut builder = HttpResponse::build(status);
     builder.insert_header((header::CACHE_CONTROL, "no-store"));
     if status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
@@ -35,7 +39,11 @@ pub fn error_response(path: &str, status: actix_web::http::StatusCode, message: 
 
 /// Default service: nothing lives at this path.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    error_response(req.path(), actix_web::http::StatusCode::NOT_FOUND, "not found")
+    error_response(
+        req.path(),
+        actix_web::http::StatusCode::NOT_FOUND,
+        "not found",
+    )
 }
 
 /// A known path asked with a method it does not serve.
@@ -52,7 +60,9 @@ pub fn render_server_errors<B: MessageBody + 'static>(
     let status = res.status();
     let message: &str = match res.response().error() {
         Some(err) => {
-            let unavailable = err.as_error::<SessionError>().is_some_and(SessionError::is_unavailable);
+            let unavailable = err
+                .as_error::<SessionError>()
+                .is_some_and(SessionError::is_unavailable);
             match err.as_error::<SessionError>() {
                 Some(e) => tracing::error!(
                     error.message = %e,
@@ -61,7 +71,11 @@ pub fn render_server_errors<B: MessageBody + 'static>(
                 ),
                 None => tracing::error!(error.message = %err, "request failed"),
             }
-            if unavailable { "session store unavailable, please retry" } else { "internal error" }
+            if unavailable {
+                "session store unavailable, please retry"
+            } else {
+                "internal error"
+            }
         }
         // Handlers that built their own answer (such as /ready's 503) keep it.
         None => return Ok(ErrorHandlerResponse::Response(res.map_into_left_body())),

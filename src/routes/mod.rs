@@ -77,4 +77,3 @@ fn no_store(mut builder: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
 
 /// The counter field in every session.
 const VISITS: &str = "visits";
-

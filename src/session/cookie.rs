@@ -64,7 +64,10 @@ impl fmt::Debug for RawCookie {
 ///
 /// Returns `Ok(None)` when there is none. Works on bytes, so a header that is not valid
 /// UTF-8 elsewhere cannot hide or break our cookie.
-pub fn find_session_cookie(headers: &HeaderMap, name: &str) -> Result<Option<RawCookie>, CookieProblem> {
+pub fn find_session_cookie(
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Option<RawCookie>, CookieProblem> {
     let mut found: Option<&[u8]> = None;
     for header in headers.get_all(COOKIE) {
         for pair in header.as_bytes().split(|&b| b == b';') {
@@ -183,7 +186,10 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     pub(crate) fn keyring(secrets: &[&str]) -> Keyring {
-        let secrets: Vec<SecretString> = secrets.iter().map(|s| SecretString::from(s.to_string())).collect();
+        let secrets: Vec<SecretString> = secrets
+            .iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect();
         Keyring::new(&secrets).unwrap()
     }
 
@@ -199,7 +205,8 @@ pub(crate) mod tests {
     }
 
     fn find(values: &[&[u8]]) -> Result<Option<String>, CookieProblem> {
-        find_session_cookie(&headers(values), "sid").map(|c| c.map(|c| c.0.expose_secret().to_owned()))
+        find_session_cookie(&headers(values), "sid")
+            .map(|c| c.map(|c| c.0.expose_secret().to_owned()))
     }
 
     #[test]
@@ -219,12 +226,18 @@ pub(crate) mod tests {
         let old = keyring(&[B]).sign(&id);
         let v = keyring(&[A, B]).verify(&RawCookie::new(&old)).unwrap();
         assert!(v.needs_resign);
-        assert_eq!(keyring(&[A]).verify(&RawCookie::new(&old)).unwrap_err(), CookieProblem::BadSignature);
+        assert_eq!(
+            keyring(&[A]).verify(&RawCookie::new(&old)).unwrap_err(),
+            CookieProblem::BadSignature
+        );
     }
 
     #[test]
     fn cookies_are_found_among_others_and_across_headers() {
-        assert_eq!(find(&[b"a=1; sid=xyz; b=2"]).unwrap().as_deref(), Some("xyz"));
+        assert_eq!(
+            find(&[b"a=1; sid=xyz; b=2"]).unwrap().as_deref(),
+            Some("xyz")
+        );
         assert_eq!(find(&[b"a=1", b"sid=\"q\""]).unwrap().as_deref(), Some("q"));
         assert_eq!(find(&[b"a=1; sidx=2; xsid=3"]).unwrap(), None);
         assert_eq!(find(&[]).unwrap(), None);
@@ -251,7 +264,11 @@ pub(crate) mod tests {
         let no_dot = good.replace('.', "x");
         let bad_tag = format!("{}!", &good[..COOKIE_VALUE_LEN - 1]);
         for bad in ["", "abc", &no_dot, &bad_tag, &good[..COOKIE_VALUE_LEN - 1]] {
-            assert_eq!(ring.verify(&RawCookie::new(bad)).unwrap_err(), CookieProblem::Malformed, "{bad:?}");
+            assert_eq!(
+                ring.verify(&RawCookie::new(bad)).unwrap_err(),
+                CookieProblem::Malformed,
+                "{bad:?}"
+            );
         }
     }
 

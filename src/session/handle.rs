@@ -133,13 +133,21 @@ impl Session {
             field: field.to_owned(),
             source,
         })?;
-        self.0.state.borrow_mut().changes.insert(field.to_owned(), Some(text));
+        self.0
+            .state
+            .borrow_mut()
+            .changes
+            .insert(field.to_owned(), Some(text));
         Ok(())
     }
 
     /// Removes a field at the end of the request.
     pub fn remove(&self, field: &str) {
-        self.0.state.borrow_mut().changes.insert(field.to_owned(), None);
+        self.0
+            .state
+            .borrow_mut()
+            .changes
+            .insert(field.to_owned(), None);
     }
 
     /// Adds `by` to a counter inside the store and returns the new value.
@@ -188,7 +196,12 @@ impl Session {
             state.touched = false;
         }
         if let Some(id) = known {
-            self.guard(self.0.store.delete(&id.key(&self.0.config.key_prefix)).await)?;
+            self.guard(
+                self.0
+                    .store
+                    .delete(&id.key(&self.0.config.key_prefix))
+                    .await,
+            )?;
         }
         Ok(())
     }
@@ -321,7 +334,11 @@ impl Session {
             let update = Update {
                 presence,
                 set: set.clone(),
-                remove: if presence == Presence::MustBeNew { Vec::new() } else { remove.clone() },
+                remove: if presence == Presence::MustBeNew {
+                    Vec::new()
+                } else {
+                    remove.clone()
+                },
                 incr,
                 ttl: self.0.config.ttl,
             };

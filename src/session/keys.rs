@@ -60,7 +60,9 @@ impl Keys {
                 let ring = cell
                     .get_or_try_init(|| async {
                         let secret = store.shared_secret(random_secret()?).await?;
-                        Keyring::new(&[secret]).map(Arc::new).ok_or(SessionError::NoKeys)
+                        Keyring::new(&[secret])
+                            .map(Arc::new)
+                            .ok_or(SessionError::NoKeys)
                     })
                     .await?;
                 Ok(ring)
@@ -70,5 +72,7 @@ impl Keys {
 }
 
 fn random_secret() -> Result<SecretString, SessionError> {
-    Ok(SecretString::from(URL_SAFE_NO_PAD.encode(os_random::<48>()?)))
+    Ok(SecretString::from(
+        URL_SAFE_NO_PAD.encode(os_random::<48>()?),
+    ))
 }

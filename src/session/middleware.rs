@@ -11,11 +11,11 @@ use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forwar
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{Error, HttpMessage};
 
+use super::SessionConfig;
 use super::cookie::find_session_cookie;
 use super::handle::{CookieAction, Session};
 use super::keys::Keys;
 use super::store::SessionStore;
-use super::SessionConfig;
 use crate::config::CookieSecure;
 
 /// Session middleware, generic over the store; see the module docs for the request path.
@@ -93,7 +93,12 @@ where
                         .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
             }
         };
-        let session = Session::new(self.store.clone(), self.keys.clone(), self.config.clone(), cookie);
+        let session = Session::new(
+            self.store.clone(),
+            self.keys.clone(),
+            self.config.clone(),
+            cookie,
+        );
         req.extensions_mut().insert(session.clone());
         let service = self.service.clone();
         let config = self.config.clone();

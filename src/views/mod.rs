@@ -104,20 +104,38 @@ mod tests {
 
     #[test]
     fn the_page_shows_the_count_instance_store_and_lifetime() {
-        let html = counter_page(&CounterPage { visits: 7, instance_index: 3, store: StoreKind::Redis, ttl_seconds: 1800 }).into_string();
+        let html = counter_page(&CounterPage {
+            visits: 7,
+            instance_index: 3,
+            store: StoreKind::Redis,
+            ttl_seconds: 1800,
+        })
+        .into_string();
         assert!(html.contains(r#"<span id="visits">7</span>"#), "{html}");
         assert!(html.contains("You have visited this page"));
         assert!(html.contains(r#"<dd id="instance">3</dd>"#));
         assert!(html.contains("30 min"));
         assert!(html.contains(r#"action="/reset""#) && html.contains("Forget me"));
-        assert!(!html.contains("per instance"), "no memory warning with Redis");
+        assert!(
+            !html.contains("per instance"),
+            "no memory warning with Redis"
+        );
     }
 
     #[test]
     fn the_memory_store_is_flagged_on_the_page() {
-        let html = counter_page(&CounterPage { visits: 1, instance_index: 0, store: StoreKind::Memory, ttl_seconds: 90 }).into_string();
+        let html = counter_page(&CounterPage {
+            visits: 1,
+            instance_index: 0,
+            store: StoreKind::Memory,
+            ttl_seconds: 90,
+        })
+        .into_string();
         assert!(html.contains("per instance") && html.contains(r#"role="alert""#));
-        assert!(html.contains("1</span> time<"), "singular for one visit: {html}");
+        assert!(
+            html.contains("1</span> time<"),
+            "singular for one visit: {html}"
+        );
         assert!(html.contains("90 s"));
     }
 }

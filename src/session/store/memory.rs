@@ -113,11 +113,22 @@ impl SessionStore for MemoryStore {
             (Presence::MustBeNew, true) => return Ok(Applied::Exists),
             _ => {}
         }
-        // Validate the counter before changing anything, as Redis's script does.
-        let mut fields = inner.remove(key).map(|e| e.fields).unwrap_or_default();
+        // Validate the counter before changing anything, as Redis's script does: a failed
+        // update must leave the session exactly as it was.
         let counter = match update.incr {
             Some((field, by)) => {
-                let current = match fields.get(field) {
+                let pending = update
+                    .set
+                    .iter()
+                    .rev()
+                    .find(|(f, _)| *f == field)
+                    .map(|(_, v)| *v);
+                let stored = inner
+                    .sessions
+                    .get(key)
+                    .and_then(|e| e.fields.get(field))
+                    .map(String::as_str);
+                let current = match pending.or(stored) {
                     None => 0,
                     Some(v) => v.parse::<i64>().map_err(|_| {
                         StoreError::Command(format!("field {field:?} is not an integer").into())
@@ -129,6 +140,7 @@ impl SessionStore for MemoryStore {
             }
             None => None,
         };
+        let mut fields = inner.remove(key).map(|e| e.fields).unwrap_or_default();
         for (field, value) in &update.set {
             fields.insert((*field).to_owned(), (*value).to_owned());
         }
@@ -149,7 +161,9 @@ impl SessionStore for MemoryStore {
             }
             let expires_at = now + update.ttl;
             inner.by_expiry.insert((expires_at, key.clone()));
-            inner.sessions.insert(key.clone(), Entry { fields, expires_at });
+            inner
+                .sessions
+                .insert(key.clone(), Entry { fields, expires_at });
         }
         Ok(Applied::Done(counter))
     }

@@ -83,10 +83,17 @@ impl managed::Manager for RedisManager {
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await?;
-        Ok(PooledConnection { conn, broken: false })
+        Ok(PooledConnection {
+            conn,
+            broken: false,
+        })
     }
 
-    async fn recycle(&self, c: &mut PooledConnection, metrics: &Metrics) -> RecycleResult<RedisError> {
+    async fn recycle(
+        &self,
+        c: &mut PooledConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
         if c.broken {
             return Err(managed::RecycleError::message("connection failed earlier"));
         }
@@ -183,7 +190,11 @@ impl RedisStore {
     ///
     /// `script` is the Lua source behind an `EVALSHA`, loaded and retried once on `NOSCRIPT`
     /// (after a Redis restart or failover the script cache is empty).
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd, script: Option<&Lua>) -> Result<T, StoreError> {
+    async fn query<T: FromRedisValue>(
+        &self,
+        cmd: &Cmd,
+        script: Option<&Lua>,
+    ) -> Result<T, StoreError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut conn: Object<RedisManager> = match timeout_at(deadline, self.pool.get()).await {
             Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
@@ -213,7 +224,9 @@ impl RedisStore {
                 conn.broken = true;
                 Err(StoreError::Timeout(self.timeout))
             }
-            Ok(Err(e)) if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+            Ok(Err(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
+            {
                 conn.broken = true;
                 Err(StoreError::Unavailable(Box::new(e)))
             }
@@ -264,13 +277,17 @@ fn record_from(value: Value) -> Result<Option<Record>, StoreError> {
                 let (Value::BulkString(k), Value::BulkString(v)) = (k, v) else {
                     return Err(StoreError::Protocol("a hash field is not a string".into()));
                 };
-                let k = String::from_utf8(k).map_err(|_| StoreError::Protocol("a field name is not UTF-8".into()))?;
-                let v = String::from_utf8(v).map_err(|_| StoreError::Protocol("a field value is not UTF-8".into()))?;
+                let k = String::from_utf8(k)
+                    .map_err(|_| StoreError::Protocol("a field name is not UTF-8".into()))?;
+                let v = String::from_utf8(v)
+                    .map_err(|_| StoreError::Protocol("a field value is not UTF-8".into()))?;
                 record.insert(k, v);
             }
             Ok(Some(record))
         }
-        other => Err(StoreError::Protocol(format!("expected an array, got {other:?}"))),
+        other => Err(StoreError::Protocol(format!(
+            "expected an array, got {other:?}"
+        ))),
     }
 }
 
@@ -308,7 +325,9 @@ impl SessionStore for RedisStore {
             [1, n] => Ok(Applied::Done(Some(*n))),
             [0] => Ok(Applied::Missing),
             [-1] => Ok(Applied::Exists),
-            other => Err(StoreError::Protocol(format!("apply script answered {other:?}"))),
+            other => Err(StoreError::Protocol(format!(
+                "apply script answered {other:?}"
+            ))),
         }
     }
 
@@ -318,7 +337,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let removed: i64 = self.query(redis::cmd("DEL").arg(key.as_str()), None).await?;
+        let removed: i64 = self
+            .query(redis::cmd("DEL").arg(key.as_str()), None)
+            .await?;
         Ok(removed > 0)
     }
 
@@ -344,7 +365,9 @@ impl SessionStore for RedisStore {
         if created.is_some() {
             return Ok(candidate);
         }
-        let stored: Option<String> = self.query(redis::cmd("GET").arg(&self.secret_key), None).await?;
+        let stored: Option<String> = self
+            .query(redis::cmd("GET").arg(&self.secret_key), None)
+            .await?;
         Ok(stored.map(SecretString::from).unwrap_or(candidate))
     }
 }

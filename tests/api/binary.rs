@@ -1,0 +1,251 @@
+//! The real binary: exit codes and messages for bad configuration, logs, and signals.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{
+    BinaryApp, RedisServer, SECRET_A, client, run_binary_expecting_exit, session_cookie,
+};
+
+const APP: &str = include_str!("../../../shared/fixtures/vcap/vcap-application.json");
+const TWO_REDIS: &str = include_str!("../../../shared/fixtures/vcap/ambiguous-two-p-redis.json");
+
+#[test]
+fn each_bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
+    let short_secret = format!("{SECRET_A},too-short");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("PORT", "http")], "PORT"),
+        (
+            &[("VCAP_SERVICES", "{oops")],
+            "VCAP_SERVICES is not valid JSON",
+        ),
+        (
+            &[("VCAP_APPLICATION", "nope")],
+            "VCAP_APPLICATION is not valid JSON",
+        ),
+        (
+            &[("REDIS_URL", "mysql://h:3306")],
+            "REDIS_URL must be a redis:// or rediss:// URL",
+        ),
+        (
+            &[("SESSION_SECRET", &short_secret)],
+            "SESSION_SECRET part 2",
+        ),
+        (
+            &[("SESSION_STORE", "redis")],
+            "SESSION_STORE=redis but no Redis",
+        ),
+        (&[("VCAP_APPLICATION", APP)], "cf create-service"),
+        (
+            &[("VCAP_SERVICES", TWO_REDIS)],
+            "\"redis\", \"another-redis\"",
+        ),
+        (
+            &[
+                ("VCAP_SERVICES", TWO_REDIS),
+                ("REDIS_SERVICE_NAME", "ghost"),
+            ],
+            "REDIS_SERVICE_NAME=\"ghost\"",
+        ),
+    ];
+    for (vars, expected) in cases {
+        let (code, stderr) = run_binary_expecting_exit(vars);
+        assert_eq!(code, Some(1), "{vars:?}: exit code (stderr: {stderr})");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{vars:?}: expected one line, got {stderr:?}"
+        );
+        assert!(
+            lines[0].contains(expected),
+            "{vars:?}: expected {expected:?} in {:?}",
+            lines[0]
+        );
+        assert!(!stderr.contains("panicked"), "{vars:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_cloud_foundry_message_says_how_to_bind_redis_or_use_memory() {
+    let (_, stderr) = run_binary_expecting_exit(&[("VCAP_APPLICATION", APP)]);
+    assert!(stderr.contains("cf bind-service"), "{stderr}");
+    assert!(stderr.contains("SESSION_STORE=memory"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_is_a_clean_error_naming_port() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, stderr) = run_binary_expecting_exit(&[("PORT", &port)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PORT") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_name_the_binding_and_never_contain_secrets() {
+    let redis = RedisServer::start_with(&[
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--requirepass",
+        "s3cr3t-redis-pass",
+    ]);
+    let services = format!(
+        r#"{{"p.redis":[{{"label":"p.redis","name":"my-sessions","tags":["redis"],
+        "credentials":{{"host":"127.0.0.1","port":{},"password":"s3cr3t-redis-pass"}}}}]}}"#,
+        redis.port()
+    );
+    let mut app = BinaryApp::start(&[
+        ("VCAP_APPLICATION", APP),
+        ("VCAP_SERVICES", &services),
+        ("SESSION_SECRET", SECRET_A),
+        ("COOKIE_SECURE", "false"),
+    ]);
+    let http = client();
+    let res = http
+        .get(format!("{}/", app.address()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = session_cookie(res.headers()).expect("cookie");
+    let res = http
+        .get(format!("{}/", app.address()))
+        .header("cookie", &cookie)
+        .header("x-vcap-request-id", "router-id-1234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["x-request-id"],
+        "router-id-1234",
+        "the router's id is echoed"
+    );
+    let status = app.terminate(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+
+    let logs = app.stdout();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let binding = lines
+        .iter()
+        .find(|l| l["binding.name"] == "my-sessions")
+        .unwrap_or_else(|| panic!("no start-up line names the binding:\n{logs}"));
+    assert_eq!(binding["binding.label"], "p.redis");
+    assert_eq!(binding["redis.host"], "127.0.0.1");
+    assert_eq!(binding["redis.port"], redis.port());
+    assert_eq!(binding["redis.tls"], false);
+    let request = lines
+        .iter()
+        .find(|l| l["request_id"] == "router-id-1234")
+        .unwrap_or_else(|| panic!("no request line carries the router's id:\n{logs}"));
+    assert_eq!(request["method"], "GET");
+    assert_eq!(request["path"], "/");
+    assert_eq!(request["status"], 200);
+    assert!(request["duration_ms"].is_number());
+
+    let cookie_value = cookie.trim_start_matches("sid=");
+    for secret in [
+        "s3cr3t-redis-pass",
+        SECRET_A,
+        cookie_value,
+        &cookie_value[..43],
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "the log contains a secret: {secret}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero_in_time() {
+    let redis = RedisServer::start();
+    let mut app = BinaryApp::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("SESSION_SECRET", SECRET_A),
+        ("COOKIE_SECURE", "false"),
+        ("REDIS_TIMEOUT_MS", "4000"),
+        ("SHUTDOWN_TIMEOUT_SECONDS", "6"),
+    ]);
+    let http = client();
+    let first = http
+        .get(format!("{}/", app.address()))
+        .send()
+        .await
+        .unwrap();
+    let cookie = session_cookie(first.headers()).unwrap();
+
+    // Freeze Redis so the next requests are certainly in flight when SIGTERM arrives.
+    redis.pause();
+    let mut in_flight = Vec::new();
+    for _ in 0..6 {
+        let (http, url, cookie) = (
+            http.clone(),
+            format!("{}/api/visits", app.address()),
+            cookie.clone(),
+        );
+        in_flight.push(tokio::spawn(async move {
+            http.post(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    crate::helpers::signal(app.child.id(), "TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New connections are refused while the old ones drain.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", app.port)).is_err(),
+        "the listener should be closed after SIGTERM"
+    );
+    redis.resume();
+
+    for req in in_flight {
+        let status = req
+            .await
+            .unwrap()
+            .expect("an in-flight request failed during shutdown");
+        assert_eq!(status, 200, "in-flight requests complete");
+    }
+    let status = app.wait_exit(Duration::from_secs(6));
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "exited within SHUTDOWN_TIMEOUT_SECONDS"
+    );
+
+    // Every drained increment landed: 1 + 6.
+    let again = BinaryApp::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("SESSION_SECRET", SECRET_A),
+        ("COOKIE_SECURE", "false"),
+    ]);
+    let body: serde_json::Value = http
+        .get(format!("{}/api/session", again.address()))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["visits"], 7);
+}
+
+#[test]
+fn sigint_also_exits_zero() {
+    let mut app = BinaryApp::start(&[("SESSION_STORE", "memory")]);
+    crate::helpers::signal(app.child.id(), "INT");
+    let status = app.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+}

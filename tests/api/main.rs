@@ -1,0 +1,10 @@
+//! Integration tests: the real application against real `redis-server` processes.
+
+mod binary;
+mod faults;
+mod health;
+mod helpers;
+mod hostile;
+mod sessions;
+mod store_suite;
+mod tls;

@@ -1,0 +1,249 @@
+//! One behaviour suite for every `SessionStore`, run against Redis and the memory store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis_sessions::config::RedisEndpoint;
+use redis_sessions::session::id::SessionId;
+use redis_sessions::session::store::{
+    Applied, MemoryStore, Presence, RedisStore, SessionStore, Update,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::helpers::RedisServer;
+
+const TTL: Duration = Duration::from_secs(60);
+
+fn update<'a>(
+    presence: Presence,
+    set: &[(&'a str, &'a str)],
+    remove: &[&'a str],
+    incr: Option<(&'a str, i64)>,
+) -> Update<'a> {
+    Update {
+        presence,
+        set: set.to_vec(),
+        remove: remove.to_vec(),
+        incr,
+        ttl: TTL,
+    }
+}
+
+fn key() -> redis_sessions::session::id::SessionKey {
+    SessionId::generate().unwrap().key("sess")
+}
+
+/// The store under test and, for Redis, the server it must outlive.
+struct Subject {
+    store: Arc<dyn SessionStore>,
+    _redis: Option<RedisServer>,
+}
+
+fn redis_subject() -> Subject {
+    let redis = RedisServer::start();
+    let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
+    let store = RedisStore::new(&endpoint, 4, Duration::from_secs(2), "sess").unwrap();
+    Subject {
+        store: Arc::new(store),
+        _redis: Some(redis),
+    }
+}
+
+fn memory_subject() -> Subject {
+    Subject {
+        store: Arc::new(MemoryStore::new(1000)),
+        _redis: None,
+    }
+}
+
+macro_rules! store_suite {
+    ($($name:ident($store:ident) $body:block)*) => {
+        mod redis_store {
+            use super::*;
+            $( #[tokio::test] async fn $name() { let subject = redis_subject(); let $store = subject.store.as_ref(); $body } )*
+        }
+        mod memory_store {
+            use super::*;
+            $( #[tokio::test] async fn $name() { let subject = memory_subject(); let $store = subject.store.as_ref(); $body } )*
+        }
+    };
+}
+
+store_suite! {
+    a_new_session_is_created_with_its_fields_and_counter(store) {
+        let k = key();
+        let done = store.apply(&k, &update(Presence::MustBeNew, &[("name", "\"ada\"")], &[], Some(("visits", 1)))).await.unwrap();
+        assert_eq!(done, Applied::Done(Some(1)));
+        let record = store.load(&k, TTL).await.unwrap().unwrap();
+        assert_eq!(record.get("name").map(String::as_str), Some("\"ada\""));
+        assert_eq!(record.get("visits").map(String::as_str), Some("1"));
+    }
+
+    creating_over_an_existing_session_is_refused(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
+        let again = store.apply(&k, &update(Presence::MustBeNew, &[("a", "2")], &[], None)).await.unwrap();
+        assert_eq!(again, Applied::Exists);
+        assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["a"], "1", "untouched");
+    }
+
+    a_missing_session_is_reported_and_never_revived(store) {
+        let k = key();
+        let res = store.apply(&k, &update(Presence::MustExist, &[("a", "1")], &[], Some(("visits", 1)))).await.unwrap();
+        assert_eq!(res, Applied::Missing);
+        assert!(store.load(&k, TTL).await.unwrap().is_none());
+    }
+
+    updates_are_deltas_that_keep_other_fields(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1"), ("b", "2"), ("c", "3")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::MustExist, &[("b", "20")], &["c"], Some(("n", 5)))).await.unwrap();
+        let record = store.load(&k, TTL).await.unwrap().unwrap();
+        assert_eq!(record.len(), 3, "{record:?}");
+        assert_eq!((record["a"].as_str(), record["b"].as_str(), record["n"].as_str()), ("1", "20", "5"));
+    }
+
+    concurrent_increments_are_all_counted(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[], &[], Some(("n", 0)))).await.unwrap();
+        let step = update(Presence::MustExist, &[], &[], Some(("n", 1)));
+        let futures = (0..200).map(|_| store.apply(&k, &step));
+        for r in futures_join(futures).await {
+            assert!(matches!(r.unwrap(), Applied::Done(Some(_))));
+        }
+        assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["n"], "200");
+    }
+
+    take_returns_the_fields_and_removes_the_session(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
+        let taken = store.take(&k).await.unwrap().unwrap();
+        assert_eq!(taken["a"], "1");
+        assert!(store.take(&k).await.unwrap().is_none());
+        assert!(store.load(&k, TTL).await.unwrap().is_none());
+    }
+
+    delete_reports_whether_there_was_a_session(store) {
+        let k = key();
+        assert!(!store.delete(&k).await.unwrap());
+        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
+        assert!(store.delete(&k).await.unwrap());
+        assert!(store.load(&k, TTL).await.unwrap().is_none());
+    }
+
+    removing_every_field_removes_the_session(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::MustExist, &[], &["a"], None)).await.unwrap();
+        assert!(store.load(&k, TTL).await.unwrap().is_none());
+    }
+
+    sessions_expire_and_touches_slide_the_lifetime(store) {
+        let (short, slid) = (key(), key());
+        let mut u = update(Presence::MustBeNew, &[("a", "1")], &[], None);
+        u.ttl = Duration::from_secs(1);
+        store.apply(&short, &u).await.unwrap();
+        store.apply(&slid, &u).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(store.load(&slid, Duration::from_secs(3)).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(store.load(&short, TTL).await.unwrap().is_none(), "expired");
+        assert!(store.load(&slid, TTL).await.unwrap().is_some(), "the load slid its lifetime");
+    }
+
+    a_counter_over_a_non_number_is_an_error_and_changes_nothing(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[("n", "\"text\"")], &[], None)).await.unwrap();
+        assert!(store.apply(&k, &update(Presence::MustExist, &[], &[], Some(("n", 1)))).await.is_err());
+        assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["n"], "\"text\"");
+    }
+
+    the_first_shared_secret_wins(store) {
+        let first = store.shared_secret(SecretString::from("first-candidate")).await.unwrap();
+        let second = store.shared_secret(SecretString::from("second-candidate")).await.unwrap();
+        assert_eq!(first.expose_secret(), "first-candidate");
+        let expected = match store.kind() {
+            redis_sessions::session::StoreKind::Redis => "first-candidate",
+            // Nothing is shared in memory: each caller keeps its own.
+            redis_sessions::session::StoreKind::Memory => "second-candidate",
+        };
+        assert_eq!(second.expose_secret(), expected);
+    }
+
+    ping_answers(store) {
+        store.ping().await.unwrap();
+    }
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let pinned: Vec<_> = futures.map(Box::pin).collect();
+    // Poll them all concurrently on this task, the way many requests share a store.
+    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = pinned.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for slot in pending.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        out.push(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out
+}
+
+#[tokio::test]
+async fn the_memory_store_is_bounded_and_evicts_the_oldest_first() {
+    let store = MemoryStore::new(3);
+    let keys: Vec<_> = (0..4).map(|_| key()).collect();
+    for k in &keys {
+        store
+            .apply(k, &update(Presence::MustBeNew, &[("a", "1")], &[], None))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.len(), 3);
+    assert!(
+        store.load(&keys[0], TTL).await.unwrap().is_none(),
+        "the soonest to expire went first"
+    );
+    assert!(store.load(&keys[3], TTL).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn the_memory_store_drops_expired_sessions_before_evicting_live_ones() {
+    let store = MemoryStore::new(2);
+    let (old, live, new) = (key(), key(), key());
+    let mut short = update(Presence::MustBeNew, &[("a", "1")], &[], None);
+    short.ttl = Duration::from_millis(1);
+    store
+        .apply(
+            &live,
+            &update(Presence::MustBeNew, &[("a", "1")], &[], None),
+        )
+        .await
+        .unwrap();
+    store.apply(&old, &short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store
+        .apply(&new, &update(Presence::MustBeNew, &[("a", "1")], &[], None))
+        .await
+        .unwrap();
+    assert!(
+        store.load(&live, TTL).await.unwrap().is_some(),
+        "a live session survived"
+    );
+    assert!(store.load(&new, TTL).await.unwrap().is_some());
+}
