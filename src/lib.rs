@@ -14,4 +14,7 @@ pub mod startup;
 pub mod telemetry;
 pub mod views;
 
+#[cfg(test)]
+mod fuzz;
+
 pub use startup::{Application, StartupError};

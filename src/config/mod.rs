@@ -747,6 +747,46 @@ mod tests {
         assert!(!s.platform.on_cloud_foundry);
     }
 
+    #[test]
+    #[ignore = "fuzzing; run by ci/fuzz.sh"]
+    fn fuzz_settings() {
+        let names = prop::sample::select(vec![
+            "PORT",
+            "VCAP_APPLICATION",
+            "VCAP_SERVICES",
+            "CF_INSTANCE_INDEX",
+            "REDIS_URL",
+            "REDIS_SERVICE_NAME",
+            "SESSION_STORE",
+            "SESSION_SECRET",
+            "SESSION_TTL_SECONDS",
+            "SESSION_COOKIE_NAME",
+            "COOKIE_SECURE",
+            "REDIS_POOL_SIZE",
+            "REDIS_TIMEOUT_MS",
+            "SHUTDOWN_TIMEOUT_SECONDS",
+            "LOG_FORMAT",
+            "RUST_LOG",
+            "SESSION_KEY_PREFIX",
+            "MEMORY_STORE_MAX_SESSIONS",
+            "HTTP_WORKERS",
+        ]);
+        let value = prop_oneof![
+            ".{0,60}",
+            "[0-9-]{1,8}",
+            "(redis|rediss|http)://[a-z0-9:@%./]{0,30}",
+            super::vcap::tests::arb_json().prop_map(|v| v.to_string()),
+        ];
+        let vars = prop::collection::vec((names, value), 0..10);
+        crate::fuzz::fuzz_for("settings", vars, |vars| {
+            let vars = vars.iter().map(|(k, v)| (k.to_string(), v.clone()));
+            if let Err(e) = Settings::from_vars(vars) {
+                let line = e.to_string();
+                assert!(!line.contains('\n'), "a multi-line error: {line:?}");
+            }
+        });
+    }
+
     proptest! {
         #[test]
         fn arbitrary_values_never_panic(

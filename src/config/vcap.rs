@@ -267,7 +267,7 @@ impl<'a> Binding<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use secrecy::ExposeSecret;
@@ -690,6 +690,21 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    #[ignore = "fuzzing; run by ci/fuzz.sh"]
+    fn fuzz_vcap_services() {
+        let input = (
+            prop_oneof![arb_json().prop_map(|v| v.to_string()), ".{0,300}"],
+            proptest::option::of("[a-z-]{1,6}"),
+        );
+        crate::fuzz::fuzz_for("vcap_services", input, |(doc, name)| {
+            if let Ok(Some(b)) = find_redis_binding(doc, name.as_deref()) {
+                assert!(!b.endpoint.host.is_empty(), "a binding without a host");
+                assert!(b.endpoint.port > 0, "a binding with port 0");
+            }
+        });
     }
 
     proptest! {

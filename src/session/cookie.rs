@@ -182,6 +182,7 @@ impl fmt::Debug for Keyring {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::fuzz::fuzz_for;
     use actix_web::http::header::HeaderValue;
     use proptest::prelude::*;
 
@@ -278,6 +279,40 @@ pub(crate) mod tests {
         let value = ring.sign(&SessionId::generate().unwrap());
         assert!(!format!("{ring:?}").contains(A));
         assert!(!format!("{:?}", RawCookie::new(&value)).contains(&value));
+    }
+
+    #[test]
+    #[ignore = "fuzzing; run by ci/fuzz.sh"]
+    fn fuzz_cookie_verification() {
+        let ring = keyring(&[A, B]);
+        let valid = ring.sign(&SessionId::generate().unwrap());
+        let headers = prop::collection::vec(
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                "[ -~]{0,200}".prop_map(String::into_bytes),
+                (0..COOKIE_VALUE_LEN, any::<u8>()).prop_map(move |(i, b)| {
+                    let mut v = format!("x=1; sid={valid}").into_bytes();
+                    let at = 9 + i;
+                    v[at] = b;
+                    v
+                }),
+            ],
+            0..4,
+        );
+        fuzz_for("cookie_verification", headers, |values| {
+            let mut map = HeaderMap::new();
+            for v in values {
+                if let Ok(h) = HeaderValue::from_bytes(v) {
+                    map.append(COOKIE, h);
+                }
+            }
+            if let Ok(Some(raw)) = find_session_cookie(&map, "sid")
+                && let Ok(v) = ring.verify(&raw)
+            {
+                // Only an untouched cookie may verify: re-signing must give it back.
+                assert_eq!(ring.sign(&v.id), raw.expose(), "a forged cookie verified");
+            }
+        });
     }
 
     proptest! {
