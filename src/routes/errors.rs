@@ -47,10 +47,15 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 }
 
 /// A known path asked with a method it does not serve.
-pub async fn method_not_allowed(allow: &'static str) -> HttpResponse {
-    HttpResponse::MethodNotAllowed()
-        .insert_header((header::ALLOW, allow))
-        .json(json!({ "error": "method not allowed", "status": 405 }))
+pub fn method_not_allowed(req: &HttpRequest, allow: &'static str) -> HttpResponse {
+    let mut res = error_response(
+        req.path(),
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+    );
+    res.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    res
 }
 
 /// Turns every 5xx into a body fit for its path, logging the full cause chain first.

@@ -7,7 +7,7 @@ mod health;
 
 use std::sync::Arc;
 
-use actix_web::web;
+use actix_web::{HttpRequest, web};
 
 use crate::session::{SessionStore, StoreKind};
 
@@ -36,35 +36,47 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")
             .route(web::get().to(counter::page))
-            .default_service(web::to(|| errors::method_not_allowed("GET"))),
+            .default_service(web::to(|req: HttpRequest| async move {
+                errors::method_not_allowed(&req, "GET")
+            })),
     )
     .service(
         web::resource("/reset")
             .route(web::post().to(counter::reset))
-            .default_service(web::to(|| errors::method_not_allowed("POST"))),
+            .default_service(web::to(|req: HttpRequest| async move {
+                errors::method_not_allowed(&req, "POST")
+            })),
     )
     .service(
         web::resource("/api/visits")
             .route(web::post().to(api::visit))
-            .default_service(web::to(|| errors::method_not_allowed("POST"))),
+            .default_service(web::to(|req: HttpRequest| async move {
+                errors::method_not_allowed(&req, "POST")
+            })),
     )
     .service(
         web::resource("/api/session")
             .route(web::get().to(api::show))
             .route(web::delete().to(api::forget))
-            .default_service(web::to(|| errors::method_not_allowed("GET, DELETE"))),
+            .default_service(web::to(|req: HttpRequest| async move {
+                errors::method_not_allowed(&req, "GET, DELETE")
+            })),
     )
     .service(
         web::resource("/health")
             .route(web::get().to(health::live))
             .route(web::head().to(health::live))
-            .default_service(web::to(|| errors::method_not_allowed("GET, HEAD"))),
+            .default_service(web::to(|req: HttpRequest| async move {
+                errors::method_not_allowed(&req, "GET, HEAD")
+            })),
     )
     .service(
         web::resource("/ready")
             .route(web::get().to(health::ready))
             .route(web::head().to(health::ready))
-            .default_service(web::to(|| errors::method_not_allowed("GET, HEAD"))),
+            .default_service(web::to(|req: HttpRequest| async move {
+                errors::method_not_allowed(&req, "GET, HEAD")
+            })),
     )
     .default_service(web::to(errors::not_found));
 }
