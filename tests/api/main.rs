@@ -2,6 +2,7 @@
 
 mod binary;
 mod faults;
+mod handle;
 mod health;
 mod helpers;
 mod hostile;

@@ -1,0 +1,153 @@
+//! The handler-facing `Session` API, through a small app of its own over each store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, test, web};
+use redis_sessions::config::{CookieSecure, RedisEndpoint};
+use redis_sessions::session::store::{MemoryStore, RedisStore};
+use redis_sessions::session::{Keys, Session, SessionConfig, SessionMiddleware, SessionStore};
+use secrecy::SecretString;
+
+use crate::helpers::{RedisServer, SECRET_A};
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        cookie_name: "sid".into(),
+        cookie_secure: CookieSecure::Never,
+        on_cloud_foundry: false,
+        ttl: Duration::from_secs(60),
+        key_prefix: "sess".into(),
+    }
+}
+
+async fn set(session: Session, path: web::Path<(String, String)>) -> HttpResponse {
+    let (field, value) = path.into_inner();
+    session.insert(&field, value).unwrap();
+    HttpResponse::Ok().finish()
+}
+
+async fn get(session: Session, field: web::Path<String>) -> HttpResponse {
+    let value: Option<String> = session.get(&field).await.unwrap();
+    HttpResponse::Ok().body(value.unwrap_or_else(|| "<none>".into()))
+}
+
+async fn remove(session: Session, field: web::Path<String>) -> HttpResponse {
+    session.remove(&field);
+    HttpResponse::Ok().finish()
+}
+
+async fn renew(session: Session) -> HttpResponse {
+    session.renew().await.unwrap();
+    HttpResponse::Ok().finish()
+}
+
+async fn set_then_count(session: Session) -> HttpResponse {
+    session.insert("name", "ada").unwrap();
+    let n = session.incr("n", 1).await.unwrap();
+    let name: Option<String> = session.get("name").await.unwrap();
+    HttpResponse::Ok().body(format!("{n} {}", name.unwrap_or_default()))
+}
+
+/// Runs the scenario against an app over `store`.
+async fn scenario<S: SessionStore>(store: Arc<S>) {
+    let keys = Arc::new(Keys::for_store(&[SecretString::from(SECRET_A)], store.kind()).unwrap());
+    let app = test::init_service(
+        App::new()
+            .route("/set/{field}/{value}", web::post().to(set))
+            .route("/get/{field}", web::get().to(get))
+            .route("/remove/{field}", web::post().to(remove))
+            .route("/renew", web::post().to(renew))
+            .route("/both", web::post().to(set_then_count))
+            .wrap(SessionMiddleware::new(store, keys, config())),
+    )
+    .await;
+    let call = |method: &str, path: &str, cookie: Option<&str>| {
+        let mut req = match method {
+            "GET" => test::TestRequest::get(),
+            _ => test::TestRequest::post(),
+        }
+        .uri(path);
+        if let Some(c) = cookie {
+            req = req.insert_header(("cookie", c.to_owned()));
+        }
+        req.to_request()
+    };
+
+    // A read with no session creates none.
+    let res = test::call_service(&app, call("GET", "/get/a", None)).await;
+    assert!(cookie_of(&res).is_none());
+    assert_eq!(test::read_body(res).await, "<none>");
+
+    // Inserts are written at the end of the request and read back later.
+    let res = test::call_service(&app, call("POST", "/set/a/one", None)).await;
+    let cookie = cookie_of(&res).expect("an insert creates the session");
+    let res = test::call_service(&app, call("POST", "/set/b/two", Some(&cookie))).await;
+    assert_eq!(cookie_of(&res).as_deref(), Some(cookie.as_str()));
+    for (field, expected) in [("a", "one"), ("b", "two")] {
+        let res =
+            test::call_service(&app, call("GET", &format!("/get/{field}"), Some(&cookie))).await;
+        assert_eq!(test::read_body(res).await, expected, "field {field}");
+    }
+
+    // Concurrent inserts of different fields are deltas: neither overwrites the other.
+    let (x, y) = tokio::join!(
+        test::call_service(&app, call("POST", "/set/x/1", Some(&cookie))),
+        test::call_service(&app, call("POST", "/set/y/2", Some(&cookie))),
+    )
+    .await;
+    assert!(x.status().is_success() && y.status().is_success());
+    for (field, expected) in [("a", "one"), ("x", "1"), ("y", "2")] {
+        let res =
+            test::call_service(&app, call("GET", &format!("/get/{field}"), Some(&cookie))).await;
+        assert_eq!(test::read_body(res).await, expected, "field {field}");
+    }
+
+    // Removal.
+    test::call_service(&app, call("POST", "/remove/b", Some(&cookie))).await;
+    let res = test::call_service(&app, call("GET", "/get/b", Some(&cookie))).await;
+    assert_eq!(test::read_body(res).await, "<none>");
+
+    // Pending inserts ride along with an increment, in the same step.
+    let res = test::call_service(&app, call("POST", "/both", Some(&cookie))).await;
+    assert_eq!(test::read_body(res).await, "1 ada");
+
+    // Renew: a new id with the same data; the old id stops working.
+    let res = test::call_service(&app, call("POST", "/renew", Some(&cookie))).await;
+    let renewed = cookie_of(&res).expect("renew sets a new cookie");
+    assert_ne!(renewed, cookie);
+    let res = test::call_service(&app, call("GET", "/get/a", Some(&renewed))).await;
+    assert_eq!(
+        test::read_body(res).await,
+        "one",
+        "data moved to the new id"
+    );
+    let res = test::call_service(&app, call("GET", "/get/a", Some(&cookie))).await;
+    assert_eq!(
+        test::read_body(res).await,
+        "<none>",
+        "the old id no longer works"
+    );
+}
+
+fn cookie_of<B>(res: &actix_web::dev::ServiceResponse<B>) -> Option<String> {
+    res.response()
+        .cookies()
+        .find(|c| c.name() == "sid")
+        .map(|c| format!("sid={}", c.value()))
+}
+
+#[actix_web::test]
+async fn the_session_api_behaves_the_same_over_redis() {
+    let redis = RedisServer::start();
+    let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
+    scenario(Arc::new(
+        RedisStore::new(&endpoint, 4, Duration::from_secs(2), "sess").unwrap(),
+    ))
+    .await;
+}
+
+#[actix_web::test]
+async fn the_session_api_behaves_the_same_in_memory() {
+    scenario(Arc::new(MemoryStore::new(100))).await;
+}
