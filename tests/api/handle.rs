@@ -94,8 +94,7 @@ async fn scenario<S: SessionStore>(store: Arc<S>) {
     let (x, y) = tokio::join!(
         test::call_service(&app, call("POST", "/set/x/1", Some(&cookie))),
         test::call_service(&app, call("POST", "/set/y/2", Some(&cookie))),
-    )
-    .await;
+    );
     assert!(x.status().is_success() && y.status().is_success());
     for (field, expected) in [("a", "one"), ("x", "1"), ("y", "2")] {
         let res =
