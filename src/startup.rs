@@ -60,7 +60,8 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
-    store: Arc<dyn SessionStore>,
+    kind: StoreKind,
+    signals: Option<ShutdownSignals>,
 }
 
 impl Application {
@@ -69,6 +70,7 @@ impl Application {
         // rustls needs one process-wide crypto provider; a second install (tests) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
+        let signals = ShutdownSignals::install();
         let port = settings.http.port;
         let listener = TcpListener::bind(("0.0.0.0", port))
             .map_err(|source| StartupError::Bind { port, source })?;
@@ -77,7 +79,7 @@ impl Application {
             .map_err(|source| StartupError::Bind { port, source })?
             .port();
 
-        match &settings.store {
+        let mut app = match &settings.store {
             StoreSettings::Redis(redis) => {
                 let e = &redis.endpoint;
                 match &redis.source {
@@ -90,13 +92,21 @@ impl Application {
                         "session store: Redis from REDIS_URL"
                     ),
                 }
-                let store = Arc::new(RedisStore::new(
+                // The pool size is per process; each worker thread gets its share.
+                let per_worker = redis.pool_size.div_ceil(settings.http.workers).max(1);
+                let template = Arc::new(RedisStore::new(
                     e,
-                    redis.pool_size,
+                    per_worker,
                     redis.timeout,
                     &settings.session.key_prefix,
                 )?);
-                Self::serve(store, listener, port, &settings)
+                Self::serve(
+                    StoreKind::Redis,
+                    move || Arc::new(template.for_worker()),
+                    listener,
+                    port,
+                    &settings,
+                )
             }
             StoreSettings::Memory { max_sessions } => {
                 tracing::warn!(
@@ -104,23 +114,33 @@ impl Application {
                     "session store: in-memory; sessions are per instance and lost on restart. \
                      Set REDIS_URL or bind a Redis service to share them"
                 );
+                // One store for the whole process: every worker must see the same sessions.
+                let store = Arc::new(MemoryStore::new(*max_sessions));
                 Self::serve(
-                    Arc::new(MemoryStore::new(*max_sessions)),
+                    StoreKind::Memory,
+                    move || store.clone(),
                     listener,
                     port,
                     &settings,
                 )
             }
-        }
+        }?;
+        app.signals = signals;
+        Ok(app)
     }
 
-    fn serve<S: SessionStore>(
-        store: Arc<S>,
+    /// Starts the server; `store_for_worker` runs once on each worker thread.
+    fn serve<S, F>(
+        kind: StoreKind,
+        store_for_worker: F,
         listener: TcpListener,
         port: u16,
         settings: &Settings,
-    ) -> Result<Self, StartupError> {
-        let kind = store.kind();
+    ) -> Result<Self, StartupError>
+    where
+        S: SessionStore,
+        F: Fn() -> Arc<S> + Clone + Send + 'static,
+    {
         let keys = Arc::new(Keys::for_store(&settings.session.secrets, kind)?);
         let session_config = SessionConfig {
             cookie_name: settings.session.cookie_name.clone(),
@@ -134,19 +154,19 @@ impl Application {
             store: kind,
             ttl_seconds: settings.session.ttl.as_secs(),
         });
-        let dyn_store: Arc<dyn SessionStore> = store.clone();
-        let readiness = web::Data::new(Readiness {
-            store: dyn_store.clone(),
-        });
 
         let server = HttpServer::new(move || {
+            let store = store_for_worker();
+            let readiness = web::Data::new(Readiness {
+                store: store.clone(),
+            });
             App::new()
                 .app_data(info.clone())
-                .app_data(readiness.clone())
+                .app_data(readiness)
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES as usize))
                 .configure(routes::configure)
                 .wrap(SessionMiddleware::new(
-                    store.clone(),
+                    store,
                     keys.clone(),
                     session_config.clone(),
                 ))
@@ -179,7 +199,8 @@ impl Application {
         Ok(Self {
             port,
             server,
-            store: dyn_store,
+            kind,
+            signals: None,
         })
     }
 
@@ -190,7 +211,7 @@ impl Application {
 
     /// Which store serves sessions.
     pub fn store_kind(&self) -> StoreKind {
-        self.store.kind()
+        self.kind
     }
 
     /// A handle to stop the server gracefully from elsewhere (tests).
@@ -199,30 +220,45 @@ impl Application {
     }
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish
-    /// within the shutdown timeout and closes the store's connections.
+    /// within the shutdown timeout. Each worker's Redis pool closes as that worker stops.
     pub async fn run(self) -> Result<(), StartupError> {
         let handle = self.server.handle();
+        let signals = self.signals;
         tokio::spawn(async move {
-            if let Some(signal) = shutdown_signal().await {
+            if let Some(signals) = signals {
+                let signal = signals.recv().await;
                 tracing::info!(signal, "shutting down: draining in-flight requests");
                 handle.stop(true).await;
             }
         });
         let result = self.server.await.map_err(StartupError::Server);
-        self.store.close();
         tracing::info!("stopped");
         result
     }
 }
 
 /// Waits for SIGTERM (Cloud Foundry's stop) or SIGINT (Ctrl-C); `None` if neither can be watched.
-async fn shutdown_signal() -> Option<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok()?;
-    let mut int = signal(SignalKind::interrupt()).ok()?;
-    tokio::select! {
-        _ = term.recv() => Some("SIGTERM"),
-        _ = int.recv() => Some("SIGINT"),
+/// SIGTERM and SIGINT handlers, installed before the port is bound: a signal that arrives
+/// as soon as the port answers must already drain rather than kill the process.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Self {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+        })
+    }
+
+    async fn recv(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 

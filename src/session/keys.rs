@@ -1,18 +1,24 @@
 //! Where the signing keys come from: `SESSION_SECRET`, or a secret every instance shares.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use secrecy::SecretString;
-use tokio::sync::OnceCell;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::SessionError;
 use super::cookie::Keyring;
 use super::id::os_random;
 use super::store::{SessionStore, StoreKind};
 
-/// The signing keys, known at start-up or fetched once from the shared store.
+/// How often an instance re-checks the shared secret in Redis.
+///
+/// If Redis loses its data (a restart without persistence, a failover), the first instance to
+/// check puts its secret back, so running instances and ones started later keep agreeing.
+const SHARED_SECRET_REFRESH: Duration = Duration::from_secs(30);
+
+/// The signing keys, known at start-up or shared through the store.
 #[derive(Debug)]
 pub struct Keys(Source);
 
@@ -20,7 +26,17 @@ pub struct Keys(Source);
 enum Source {
     Ready(Arc<Keyring>),
     /// Fetched on first use, so that a Redis that is down at boot delays only sessions.
-    Shared(OnceCell<Arc<Keyring>>),
+    Shared {
+        cache: RwLock<Option<Shared>>,
+        every: Duration,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Shared {
+    ring: Arc<Keyring>,
+    secret: SecretString,
+    checked: Instant,
 }
 
 impl Keys {
@@ -47,27 +63,71 @@ impl Keys {
                     "SESSION_SECRET is not set: using a secret generated once and kept in Redis, \
                      shared by all instances; set SESSION_SECRET to control and rotate it"
                 );
-                Ok(Self(Source::Shared(OnceCell::new())))
+                Ok(Self::shared(SHARED_SECRET_REFRESH))
             }
         }
     }
 
-    /// The keyring, fetching the shared secret on first use.
-    pub async fn get(&self, store: &dyn SessionStore) -> Result<&Keyring, SessionError> {
-        match &self.0 {
-            Source::Ready(ring) => Ok(ring),
-            Source::Shared(cell) => {
-                let ring = cell
-                    .get_or_try_init(|| async {
-                        let secret = store.shared_secret(random_secret()?).await?;
-                        Keyring::new(&[secret])
-                            .map(Arc::new)
-                            .ok_or(SessionError::NoKeys)
-                    })
-                    .await?;
-                Ok(ring)
-            }
+    /// Keys from a secret kept in the store, re-checked every `every`.
+    pub fn shared(every: Duration) -> Self {
+        Self(Source::Shared {
+            cache: RwLock::new(None),
+            every,
+        })
+    }
+
+    /// The keyring, fetching or re-checking the shared secret when it is due.
+    pub async fn get(&self, store: &dyn SessionStore) -> Result<Arc<Keyring>, SessionError> {
+        let (lock, every) = match &self.0 {
+            Source::Ready(ring) => return Ok(ring.clone()),
+            Source::Shared { cache, every } => (cache, *every),
+        };
+        let cached = lock.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(c) = &cached
+            && c.checked.elapsed() < every
+        {
+            return Ok(c.ring.clone());
         }
+        // Offer the secret we sign with, so a Redis that lost it gets the same one back.
+        let candidate = match &cached {
+            Some(c) => c.secret.clone(),
+            None => random_secret()?,
+        };
+        let fresh = match store.shared_secret(candidate).await {
+            Ok(secret) => {
+                let ring = match &cached {
+                    Some(c) if c.secret.expose_secret() == secret.expose_secret() => c.ring.clone(),
+                    // Another instance's secret won: sign with it, still accept our old cookies.
+                    Some(c) => {
+                        tracing::warn!("the shared session secret in Redis changed; adopting it");
+                        Arc::new(
+                            Keyring::new(&[secret.clone(), c.secret.clone()])
+                                .ok_or(SessionError::NoKeys)?,
+                        )
+                    }
+                    None => Arc::new(
+                        Keyring::new(std::slice::from_ref(&secret)).ok_or(SessionError::NoKeys)?,
+                    ),
+                };
+                Shared {
+                    ring,
+                    secret,
+                    checked: Instant::now(),
+                }
+            }
+            // Redis is down: keep signing with what we have rather than fail the request,
+            // and try again after the next interval.
+            Err(e) => match cached {
+                Some(c) => Shared {
+                    checked: Instant::now(),
+                    ..c
+                },
+                None => return Err(e.into()),
+            },
+        };
+        let ring = fresh.ring.clone();
+        *lock.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        Ok(ring)
     }
 }
 

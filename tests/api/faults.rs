@@ -211,3 +211,29 @@ async fn traffic_through_a_redis_restart_never_hangs_and_recovers() {
     assert!(after > 0, "the session counts on after the restart");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_first_request_after_a_redis_restart_succeeds() {
+    let mut redis = RedisServer::start_with(&["--save", "", "--appendonly", "yes"]);
+    let app = TestApp::spawn(Some(&redis), &[]).await;
+    let (_, cookie) = app.visit(None).await;
+    let cookie = cookie.unwrap();
+    assert_eq!(app.visit(Some(&cookie)).await.0, 2);
+
+    // The pooled connection dies with the old process; the next command finds it closed
+    // before anything was sent, so it is retried once on a fresh connection.
+    redis.terminate();
+    redis.start_again();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = app.send("GET", "/", Some(&cookie)).await;
+    assert_eq!(
+        res.status(),
+        200,
+        "no 503 for a connection that died while idle"
+    );
+    assert_eq!(
+        crate::helpers::visits_in_page(&res.text().await.unwrap()),
+        3
+    );
+    app.stop().await;
+}

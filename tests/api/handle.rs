@@ -150,3 +150,66 @@ async fn the_session_api_behaves_the_same_over_redis() {
 async fn the_session_api_behaves_the_same_in_memory() {
     scenario(Arc::new(MemoryStore::new(100))).await;
 }
+
+#[actix_web::test]
+async fn instances_keep_agreeing_on_the_shared_secret_after_redis_loses_it() {
+    use redis_sessions::session::cookie::RawCookie;
+    use redis_sessions::session::id::SessionId;
+
+    let redis = RedisServer::start();
+    let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
+    let store = RedisStore::new(&endpoint, 2, Duration::from_secs(2), "sess").unwrap();
+    let every = Duration::from_millis(100);
+    let flush = || {
+        let _: () = deadpool_redis::redis::cmd("FLUSHALL")
+            .query(&mut redis.conn())
+            .unwrap();
+    };
+
+    let running = Keys::shared(every);
+    let cookie = running
+        .get(&store)
+        .await
+        .unwrap()
+        .sign(&SessionId::generate().unwrap());
+
+    // Redis loses everything; the running instance puts its secret back on its next check,
+    // so an instance started afterwards agrees with it.
+    flush();
+    tokio::time::sleep(every * 2).await;
+    running.get(&store).await.unwrap();
+    let started_later = Keys::shared(every);
+    assert!(
+        started_later
+            .get(&store)
+            .await
+            .unwrap()
+            .verify(&RawCookie::new(&cookie))
+            .is_ok()
+    );
+
+    // If a new instance wins the race instead, the running one adopts its secret and still
+    // accepts the cookies it signed before.
+    flush();
+    let newcomer = Keys::shared(every);
+    let new_cookie = newcomer
+        .get(&store)
+        .await
+        .unwrap()
+        .sign(&SessionId::generate().unwrap());
+    tokio::time::sleep(every * 2).await;
+    let adopted = running.get(&store).await.unwrap();
+    assert!(
+        adopted.verify(&RawCookie::new(&new_cookie)).is_ok(),
+        "the newcomer's cookie"
+    );
+    assert!(
+        adopted.verify(&RawCookie::new(&cookie)).is_ok(),
+        "its own older cookie"
+    );
+    assert_eq!(
+        adopted.sign(&SessionId::parse(&new_cookie[..43]).unwrap()),
+        new_cookie,
+        "signs with the winner's secret"
+    );
+}

@@ -122,7 +122,4 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Returns the signing secret every instance shares, storing `candidate` if none exists yet.
     async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError>;
-
-    /// Closes connections at shutdown; later calls fail fast.
-    fn close(&self) {}
 }

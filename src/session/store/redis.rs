@@ -6,6 +6,8 @@
 //! checkout, an extra round trip per request that costs the actix-session peer about 5x in
 //! throughput. Here a connection is dropped instead when a command on it fails or times out.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,12 +68,15 @@ return fields
 pub struct PooledConnection {
     conn: MultiplexedConnection,
     broken: bool,
+    generation: u64,
 }
 
 /// Creates connections with a deadline and recycles them without a round trip.
 pub struct RedisManager {
     client: Client,
     config: AsyncConnectionConfig,
+    /// The store's generation counter, shared so new connections carry the current value.
+    generation: Arc<AtomicU64>,
 }
 
 impl managed::Manager for RedisManager {
@@ -86,6 +91,7 @@ impl managed::Manager for RedisManager {
         Ok(PooledConnection {
             conn,
             broken: false,
+            generation: self.generation.load(Ordering::Relaxed),
         })
     }
 
@@ -94,7 +100,7 @@ impl managed::Manager for RedisManager {
         c: &mut PooledConnection,
         metrics: &Metrics,
     ) -> RecycleResult<RedisError> {
-        if c.broken {
+        if c.broken || c.generation < self.generation.load(Ordering::Relaxed) {
             return Err(managed::RecycleError::message("connection failed earlier"));
         }
         // A connection that sat idle may have been cut by a firewall or a Redis restart;
@@ -110,8 +116,18 @@ impl managed::Manager for RedisManager {
 type Pool = managed::Pool<RedisManager>;
 
 /// The Redis session store.
+///
+/// Each HTTP worker thread gets its own pool ([`RedisStore::for_worker`]): redis-rs drives a
+/// connection from a task on the thread that created it, so a pool shared across workers
+/// would route every command through another thread and, worse, lose connections in use
+/// by busy workers when an idle worker stops during a graceful shutdown.
 pub struct RedisStore {
     pool: Pool,
+    client: Client,
+    config: AsyncConnectionConfig,
+    pool_size: usize,
+    /// Bumped when a connection is found dead, so its pool-mates are replaced too.
+    generation: Arc<AtomicU64>,
     timeout: Duration,
     secret_key: String,
     apply: Lua,
@@ -167,22 +183,54 @@ impl RedisStore {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
-        let pool = Pool::builder(RedisManager { client, config })
-            .max_size(pool_size)
-            .runtime(deadpool::Runtime::Tokio1)
-            .create_timeout(Some(timeout))
-            .wait_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .build()
-            .map_err(|e| RedisConfigError(Box::new(e)))?;
-        Ok(Self {
+        Ok(Self::with_pool(
+            client, config, pool_size, timeout, key_prefix,
+        ))
+    }
+
+    /// A store with the same settings and a pool of its own, for one HTTP worker thread.
+    pub fn for_worker(&self) -> Self {
+        let prefix = self.secret_key.trim_end_matches(":secret");
+        Self::with_pool(
+            self.client.clone(),
+            self.config.clone(),
+            self.pool_size,
+            self.timeout,
+            prefix,
+        )
+    }
+
+    fn with_pool(
+        client: Client,
+        config: AsyncConnectionConfig,
+        pool_size: usize,
+        timeout: Duration,
+        key_prefix: &str,
+    ) -> Self {
+        let generation = Arc::new(AtomicU64::new(0));
+        let manager = RedisManager {
+            client: client.clone(),
+            config: config.clone(),
+            generation: generation.clone(),
+        };
+        // No pool-level timeouts: `query` bounds the pool wait, the connect and the command
+        // together with one deadline. Without them the builder has nothing that can fail.
+        let pool = match Pool::builder(manager).max_size(pool_size).build() {
+            Ok(pool) => pool,
+            Err(e) => unreachable!("a pool without timeouts always builds: {e}"),
+        };
+        Self {
             pool,
+            client,
+            config,
+            pool_size,
+            generation,
             timeout,
             secret_key: format!("{key_prefix}:secret"),
             apply: Lua::new(APPLY_LUA),
             load: Lua::new(LOAD_LUA),
             take: Lua::new(TAKE_LUA),
-        })
+        }
     }
 
     /// Sends one command on a pooled connection within the request deadline, discarding the
@@ -196,49 +244,73 @@ impl RedisStore {
         script: Option<&Lua>,
     ) -> Result<T, StoreError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut conn: Object<RedisManager> = match timeout_at(deadline, self.pool.get()).await {
-            Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
-                return Err(StoreError::Timeout(self.timeout));
-            }
-            Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
-            Ok(Ok(conn)) => conn,
-        };
-        let attempt = async {
-            match cmd.query_async::<T>(&mut conn.conn).await {
-                Err(e) if e.kind() == ErrorKind::NoScriptError && script.is_some() => {
-                    let lua = script.unwrap_or_else(|| unreachable!());
-                    redis::cmd("SCRIPT")
-                        .arg("LOAD")
-                        .arg(lua.code)
-                        .query_async::<()>(&mut conn.conn)
-                        .await?;
-                    cmd.query_async::<T>(&mut conn.conn).await
+        let mut retried = false;
+        loop {
+            let mut conn: Object<RedisManager> = match timeout_at(deadline, self.pool.get()).await {
+                Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
+                    return Err(StoreError::Timeout(self.timeout));
                 }
-                other => other,
-            }
-        };
-        let outcome = timeout_at(deadline, attempt).await;
-        match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) if e.is_timeout() => {
-                conn.broken = true;
-                Err(StoreError::Timeout(self.timeout))
-            }
-            Ok(Err(e))
-                if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() =>
-            {
-                conn.broken = true;
-                Err(StoreError::Unavailable(Box::new(e)))
-            }
-            Ok(Err(e)) => Err(StoreError::Command(Box::new(e))),
-            Err(_) => {
-                // The command may still be queued on this connection; a fresh one is safer
-                // than inheriting a stalled or half-open socket.
-                conn.broken = true;
-                Err(StoreError::Timeout(self.timeout))
+                Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
+                Ok(Ok(conn)) => conn,
+            };
+            match timeout_at(deadline, send(&mut conn.conn, cmd, script)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if e.is_timeout() => {
+                    conn.broken = true;
+                    return Err(StoreError::Timeout(self.timeout));
+                }
+                Ok(Err(e))
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_unrecoverable_error() =>
+                {
+                    conn.broken = true;
+                    // Its pool-mates most likely died the same way (Redis restarted).
+                    self.generation.fetch_add(1, Ordering::Relaxed);
+                    // A broken pipe means the command never left, so one retry on a fresh
+                    // connection cannot apply it twice; a reset after sending might have.
+                    if !retried && never_sent(&e) {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(StoreError::Unavailable(Box::new(e)));
+                }
+                Ok(Err(e)) => return Err(StoreError::Command(Box::new(e))),
+                Err(_) => {
+                    // The command may still be queued on this connection; a fresh one is safer
+                    // than inheriting a stalled or half-open socket.
+                    conn.broken = true;
+                    return Err(StoreError::Timeout(self.timeout));
+                }
             }
         }
     }
+}
+
+/// Sends a command, loading its script first if Redis has forgotten it.
+async fn send<T: FromRedisValue>(
+    conn: &mut MultiplexedConnection,
+    cmd: &Cmd,
+    script: Option<&Lua>,
+) -> Result<T, RedisError> {
+    match (cmd.query_async::<T>(conn).await, script) {
+        (Err(e), Some(lua)) if e.kind() == ErrorKind::NoScriptError => {
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(lua.code)
+                .query_async::<()>(conn)
+                .await?;
+            cmd.query_async::<T>(conn).await
+        }
+        (result, _) => result,
+    }
+}
+
+/// Whether an error proves the command was not written: the connection was already closed.
+fn never_sent(e: &RedisError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 /// A Lua script and its SHA-1, sent by hash so the body crosses the wire once per server.
@@ -345,10 +417,6 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.query::<()>(&redis::cmd("PING"), None).await
-    }
-
-    fn close(&self) {
-        self.pool.close();
     }
 
     async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError> {
