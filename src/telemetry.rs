@@ -70,20 +70,23 @@ fn acceptable(value: &HeaderValue) -> Option<&str> {
         .then_some(text)
 }
 
+/// A per-process random prefix and a counter: unique ids without a syscall per request.
 fn generate_id() -> String {
-    use std::fmt::Write;
-    let bytes: [u8; 16] = crate::session::id::os_random().unwrap_or_else(|_| {
-        // The id only correlates logs; a clock-based one is fine if the OS generator fails.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        nanos.to_le_bytes()
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        crate::session::id::os_random::<8>()
+            .map(u64::from_le_bytes)
+            .unwrap_or_else(|_| {
+                // The id only correlates logs; a clock-based prefix will do if the OS fails us.
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or_default()
+            })
     });
-    bytes.iter().fold(String::with_capacity(32), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix:016x}{n:016x}")
 }
 
 /// Middleware: takes the id from `X-Vcap-Request-Id` (the Cloud Foundry router's) or

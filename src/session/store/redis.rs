@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool::managed::{self, Metrics, Object, RecycleResult};
+use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::{
     self, AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind,
     FromRedisValue, ProtocolVersion, RedisConnectionInfo, RedisError, Script, Value,
@@ -64,10 +64,9 @@ redis.call('DEL', KEYS[1])
 return fields
 "#;
 
-/// A pooled connection that remembers whether it has gone bad.
+/// A pooled multiplexed connection and the pool generation it was made in.
 pub struct PooledConnection {
     conn: MultiplexedConnection,
-    broken: bool,
     generation: u64,
 }
 
@@ -90,7 +89,6 @@ impl managed::Manager for RedisManager {
             .await?;
         Ok(PooledConnection {
             conn,
-            broken: false,
             generation: self.generation.load(Ordering::Relaxed),
         })
     }
@@ -100,7 +98,7 @@ impl managed::Manager for RedisManager {
         c: &mut PooledConnection,
         metrics: &Metrics,
     ) -> RecycleResult<RedisError> {
-        if c.broken || c.generation < self.generation.load(Ordering::Relaxed) {
+        if c.generation < self.generation.load(Ordering::Relaxed) {
             return Err(managed::RecycleError::message("connection failed earlier"));
         }
         // A connection that sat idle may have been cut by a firewall or a Redis restart;
@@ -233,8 +231,12 @@ impl RedisStore {
         }
     }
 
-    /// Sends one command on a pooled connection within the request deadline, discarding the
-    /// connection if the command fails at the connection level or runs out of time.
+    /// Sends one command within the request deadline, retiring the connection (and its
+    /// pool-mates) if the command fails at the connection level or runs out of time.
+    ///
+    /// The pooled connection is multiplexed, so it goes back to the pool as soon as it is
+    /// handed out: concurrent requests pipeline their commands on it instead of queueing for
+    /// exclusive use, which is what keeps one round trip cheap under load.
     ///
     /// `script` is the Lua source behind an `EVALSHA`, loaded and retried once on `NOSCRIPT`
     /// (after a Redis restart or failover the script cache is empty).
@@ -246,17 +248,17 @@ impl RedisStore {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         loop {
-            let mut conn: Object<RedisManager> = match timeout_at(deadline, self.pool.get()).await {
+            let (mut conn, generation) = match timeout_at(deadline, self.pool.get()).await {
                 Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
                     return Err(StoreError::Timeout(self.timeout));
                 }
                 Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
-                Ok(Ok(conn)) => conn,
+                Ok(Ok(pooled)) => (pooled.conn.clone(), pooled.generation),
             };
-            match timeout_at(deadline, send(&mut conn.conn, cmd, script)).await {
+            match timeout_at(deadline, send(&mut conn, cmd, script)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(e)) if e.is_timeout() => {
-                    conn.broken = true;
+                    self.retire(generation);
                     return Err(StoreError::Timeout(self.timeout));
                 }
                 Ok(Err(e))
@@ -264,9 +266,8 @@ impl RedisStore {
                         || e.is_connection_dropped()
                         || e.is_unrecoverable_error() =>
                 {
-                    conn.broken = true;
                     // Its pool-mates most likely died the same way (Redis restarted).
-                    self.generation.fetch_add(1, Ordering::Relaxed);
+                    self.retire(generation);
                     // A broken pipe means the command never left, so one retry on a fresh
                     // connection cannot apply it twice; a reset after sending might have.
                     if !retried && never_sent(&e) {
@@ -277,13 +278,18 @@ impl RedisStore {
                 }
                 Ok(Err(e)) => return Err(StoreError::Command(Box::new(e))),
                 Err(_) => {
-                    // The command may still be queued on this connection; a fresh one is safer
+                    // The command may still be queued on this connection; fresh ones are safer
                     // than inheriting a stalled or half-open socket.
-                    conn.broken = true;
+                    self.retire(generation);
                     return Err(StoreError::Timeout(self.timeout));
                 }
             }
         }
+    }
+
+    /// Makes the pool replace every connection created up to `generation`.
+    fn retire(&self, generation: u64) {
+        self.generation.fetch_max(generation + 1, Ordering::Relaxed);
     }
 }
 
