@@ -148,6 +148,11 @@ impl Application {
             on_cloud_foundry: settings.platform.on_cloud_foundry,
             ttl: settings.session.ttl,
             key_prefix: settings.session.key_prefix.clone(),
+            store_timeout: match &settings.store {
+                StoreSettings::Redis(redis) => redis.timeout,
+                // In-process calls cannot stall; the bound only guards against a bug.
+                StoreSettings::Memory { .. } => Duration::from_secs(5),
+            },
         };
         let info = web::Data::new(AppInfo {
             instance_index: settings.platform.instance_index,

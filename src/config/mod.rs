@@ -195,6 +195,9 @@ pub enum ConfigError {
         "SESSION_STORE=redis but no Redis is configured: set REDIS_URL or bind a Redis service (VCAP_SERVICES)"
     )]
     RedisRequired,
+    /// The environment could not be read at all.
+    #[error("the environment could not be read: {0}")]
+    Environment(String),
     /// On Cloud Foundry with no Redis bound.
     #[error(
         "running on Cloud Foundry (VCAP_APPLICATION is set) but VCAP_SERVICES has no Redis binding: \
@@ -206,6 +209,30 @@ pub enum ConfigError {
 
 /// Shortest accepted signing secret: HMAC-SHA256 wants at least its output size in key.
 pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Every variable read, by its exact name.
+const VARIABLES: &[&str] = &[
+    "PORT",
+    "VCAP_APPLICATION",
+    "VCAP_SERVICES",
+    "CF_INSTANCE_INDEX",
+    "CF_INSTANCE_GUID",
+    "REDIS_URL",
+    "REDIS_SERVICE_NAME",
+    "SESSION_STORE",
+    "SESSION_SECRET",
+    "SESSION_TTL_SECONDS",
+    "SESSION_COOKIE_NAME",
+    "SESSION_KEY_PREFIX",
+    "COOKIE_SECURE",
+    "REDIS_POOL_SIZE",
+    "REDIS_TIMEOUT_MS",
+    "MEMORY_STORE_MAX_SESSIONS",
+    "HTTP_WORKERS",
+    "SHUTDOWN_TIMEOUT_SECONDS",
+    "LOG_FORMAT",
+    "RUST_LOG",
+];
 
 /// The raw environment, every value a string so that errors can name the variable.
 #[derive(Deserialize, Default)]
@@ -246,9 +273,14 @@ impl Settings {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        // Blank values are treated as unset: platforms and shells produce them freely.
-        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
-        let raw: RawEnv = envy::from_iter(vars).unwrap_or_default();
+        // Only the exact upper-case names count: envy lower-cases names, so `port` next to
+        // `PORT` would otherwise collide. Blank values are treated as unset: platforms and
+        // shells produce them freely.
+        let vars = vars
+            .into_iter()
+            .filter(|(k, v)| VARIABLES.contains(&k.as_str()) && !v.trim().is_empty());
+        let raw: RawEnv =
+            envy::from_iter(vars).map_err(|e| ConfigError::Environment(e.to_string()))?;
         raw.validate()
     }
 }
@@ -738,6 +770,13 @@ mod tests {
         assert!(!msg.contains("sup3rsecret"), "{msg}");
         let msg = error(&[("SESSION_SECRET", "tooshortsecret")]);
         assert!(!msg.contains("tooshortsecret"), "{msg}");
+    }
+
+    #[test]
+    fn lower_case_names_are_ignored_rather_than_colliding() {
+        let s = settings(&[("PORT", "9000"), ("port", "1"), ("redis_url", "redis://h")]).unwrap();
+        assert_eq!(s.http.port, 9000);
+        assert!(matches!(s.store, StoreSettings::Memory { .. }));
     }
 
     #[test]

@@ -148,10 +148,11 @@ impl<'a> Binding<'a> {
         self.tags.iter().any(|t| t.eq_ignore_ascii_case("redis"))
             || contains_redis(self.label)
             || contains_redis(self.name)
-            || self
-                .uri()
-                .and_then(|u| u.split_once("://"))
-                .is_some_and(|(scheme, _)| scheme_tls(scheme).is_some())
+            || ["uri", "url"].iter().any(|k| {
+                self.cred_str(k)
+                    .and_then(|u| u.split_once("://"))
+                    .is_some_and(|(scheme, _)| scheme_tls(scheme).is_some())
+            })
     }
 
     fn cred(&self, key: &str) -> Option<&'a Value> {

@@ -1,15 +1,17 @@
 //! The typed session handle that handlers use; it hides cookies, ids and the store.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
-use std::future::{Ready, ready};
+use std::future::{Future, Ready, ready};
 use std::rc::Rc;
 use std::sync::Arc;
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::cookie::{CookieProblem, RawCookie};
+use tokio::time::{Instant, timeout_at};
+
+use super::cookie::{CookieProblem, Keyring, RawCookie};
 use super::id::SessionId;
 use super::keys::Keys;
 use super::store::{Applied, Presence, Record, SessionStore, StoreError, Update};
@@ -20,6 +22,8 @@ use super::{SessionConfig, SessionError};
 pub struct Session(Rc<Inner>);
 
 struct Inner {
+    /// When the request's store work must be done by; set by the first store call.
+    deadline: OnceCell<Instant>,
     store: Arc<dyn SessionStore>,
     keys: Arc<Keys>,
     config: Arc<SessionConfig>,
@@ -70,6 +74,7 @@ impl Session {
     ) -> Self {
         let had_cookie = !matches!(cookie, Ok(None));
         Self(Rc::new(Inner {
+            deadline: OnceCell::new(),
             store,
             keys,
             config,
@@ -100,7 +105,9 @@ impl Session {
             (None, None) => None,
             (None, Some(id)) => {
                 let key = id.key(&self.0.config.key_prefix);
-                let loaded = self.guard(self.0.store.load(&key, self.0.config.ttl).await)?;
+                let loaded = self
+                    .bounded(self.0.store.load(&key, self.0.config.ttl))
+                    .await?;
                 let mut state = self.0.state.borrow_mut();
                 match loaded {
                     Some(record) => {
@@ -164,24 +171,37 @@ impl Session {
     }
 
     /// Gives the session a new id with the same data, so an id seen before (say, before a
-    /// login) stops working. The old id is invalid from this call on.
+    /// login) stops working.
+    ///
+    /// Three single-key steps, so each stays single-slot on a Redis Cluster, ordered so a
+    /// failure never loses the session: read the old one, create the new one with its data
+    /// (and any pending changes), and only then delete the old one.
     pub async fn renew(&self) -> Result<(), SessionError> {
         let Some(old) = self.resolve().await? else {
             return Ok(());
         };
-        let taken = self.guard(self.0.store.take(&old.key(&self.0.config.key_prefix)).await)?;
-        let mut record = taken.unwrap_or_default();
+        let old_key = old.key(&self.0.config.key_prefix);
+        let record = self
+            .bounded(self.0.store.load(&old_key, self.0.config.ttl))
+            .await?;
         {
             let mut state = self.0.state.borrow_mut();
             state.identity = Identity::Anonymous;
             state.reusable_cookie = None;
+            let Some(record) = record else {
+                // Already gone: nothing to carry over, and nothing is revived.
+                state.cache = Some(Record::new());
+                return Ok(());
+            };
             state.cache = None;
-            // The old record becomes the new session's starting point; pending changes apply on top.
-            for (field, value) in std::mem::take(&mut record) {
+            // The old record is the new session's starting point; pending changes apply on top.
+            for (field, value) in record {
                 state.changes.entry(field).or_insert(Some(value));
             }
         }
-        self.write(None).await.map(|_| ())
+        self.write(None).await?;
+        self.bounded(self.0.store.delete(&old_key)).await?;
+        Ok(())
     }
 
     /// Deletes the session now and clears the cookie.
@@ -196,12 +216,8 @@ impl Session {
             state.touched = false;
         }
         if let Some(id) = known {
-            self.guard(
-                self.0
-                    .store
-                    .delete(&id.key(&self.0.config.key_prefix))
-                    .await,
-            )?;
+            let key = id.key(&self.0.config.key_prefix);
+            self.bounded(self.0.store.delete(&key)).await?;
         }
         Ok(())
     }
@@ -234,7 +250,7 @@ impl Session {
         match id {
             Some(_) if reusable.is_some() => Ok(reusable.map(CookieAction::Set)),
             Some(id) => {
-                let keys = self.0.keys.get(self.0.store.as_ref()).await?;
+                let keys = self.keys().await?;
                 Ok(Some(CookieAction::Set(keys.sign(&id))))
             }
             None if had_cookie && self.is_gone() => Ok(Some(CookieAction::Clear)),
@@ -248,58 +264,82 @@ impl Session {
         matches!(state.identity, Identity::Anonymous) && state.cache.is_some()
     }
 
-    /// Records a store failure so the middleware writes nothing more.
-    fn guard<T>(&self, result: Result<T, StoreError>) -> Result<T, SessionError> {
+    /// The deadline for all the store work of this request, started by its first store call.
+    fn deadline(&self) -> Instant {
+        *self
+            .0
+            .deadline
+            .get_or_init(|| Instant::now() + self.0.config.store_timeout)
+    }
+
+    /// Runs a store call within the request's deadline, recording a failure so the
+    /// middleware writes nothing more.
+    async fn bounded<T>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, SessionError> {
+        let result = match timeout_at(self.deadline(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.0.config.store_timeout)),
+        };
         result.map_err(|e| {
             self.0.state.borrow_mut().failed = true;
             SessionError::Store(e)
         })
     }
 
+    /// The signing keys, within the request's deadline (fetching them may need the store).
+    async fn keys(&self) -> Result<Arc<Keyring>, SessionError> {
+        let result = match timeout_at(self.deadline(), self.0.keys.get(self.0.store.as_ref())).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(SessionError::Store(StoreError::Timeout(
+                self.0.config.store_timeout,
+            ))),
+        };
+        if result.is_err() {
+            self.0.state.borrow_mut().failed = true;
+        }
+        result
+    }
+
     /// Looks at the cookie once, verifying its signature; returns the session id if any.
     async fn resolve(&self) -> Result<Option<SessionId>, SessionError> {
-        let cookie = {
+        let raw = {
             let mut state = self.0.state.borrow_mut();
-            match std::mem::replace(&mut state.identity, Identity::Anonymous) {
-                Identity::Unresolved(cookie) => cookie,
-                other => {
-                    let id = match &other {
-                        Identity::Known(id) => Some(id.clone()),
-                        _ => None,
-                    };
-                    state.identity = other;
-                    return Ok(id);
+            match &state.identity {
+                Identity::Known(id) => return Ok(Some(id.clone())),
+                Identity::Anonymous => return Ok(None),
+                Identity::Unresolved(Ok(Some(raw))) => raw.clone(),
+                Identity::Unresolved(Ok(None)) => {
+                    state.identity = Identity::Anonymous;
+                    return Ok(None);
+                }
+                Identity::Unresolved(Err(problem)) => {
+                    tracing::warn!(%problem, "suspicious session cookie ignored; continuing without a session");
+                    state.identity = Identity::Anonymous;
+                    return Ok(None);
                 }
             }
         };
-        let raw = match cookie {
-            Ok(None) => return Ok(None),
-            Ok(Some(raw)) => raw,
-            Err(problem) => {
-                tracing::warn!(%problem, "suspicious session cookie ignored; continuing without a session");
-                return Ok(None);
-            }
-        };
-        let keys = match self.0.keys.get(self.0.store.as_ref()).await {
-            Ok(keys) => keys,
-            Err(e) => {
-                // Put the cookie back: the keys may be fetchable on a later attempt.
-                self.0.state.borrow_mut().identity = Identity::Unresolved(Ok(Some(raw)));
-                self.0.state.borrow_mut().failed = true;
-                return Err(e);
-            }
-        };
-        match keys.verify(&raw) {
-            Ok(verified) => {
-                let mut state = self.0.state.borrow_mut();
+        // The identity stays unresolved while the keys are fetched, so a concurrent call on
+        // this session verifies the cookie too instead of seeing no session.
+        let keys = self.keys().await?;
+        let verified = keys.verify(&raw);
+        let mut state = self.0.state.borrow_mut();
+        match (&state.identity, verified) {
+            (Identity::Known(id), _) => Ok(Some(id.clone())),
+            (Identity::Anonymous, _) => Ok(None),
+            (Identity::Unresolved(_), Ok(verified)) => {
                 if !verified.needs_resign {
                     state.reusable_cookie = Some(raw.expose().to_owned());
                 }
                 state.identity = Identity::Known(verified.id.clone());
                 Ok(Some(verified.id))
             }
-            Err(problem) => {
+            (Identity::Unresolved(_), Err(problem)) => {
                 tracing::warn!(%problem, "suspicious session cookie ignored; continuing without a session");
+                state.identity = Identity::Anonymous;
                 Ok(None)
             }
         }
@@ -343,7 +383,7 @@ impl Session {
                 ttl: self.0.config.ttl,
             };
             let key = id.key(&self.0.config.key_prefix);
-            match self.guard(self.0.store.apply(&key, &update).await)? {
+            match self.bounded(self.0.store.apply(&key, &update)).await? {
                 Applied::Done(counter) => {
                     let mut state = self.0.state.borrow_mut();
                     if presence == Presence::MustBeNew {

@@ -36,6 +36,8 @@ pub struct SessionConfig {
     pub ttl: Duration,
     /// Prefix of storage keys.
     pub key_prefix: String,
+    /// Deadline for all the store work of one request.
+    pub store_timeout: Duration,
 }
 
 /// A session operation failed.

@@ -18,6 +18,7 @@ fn config() -> SessionConfig {
         on_cloud_foundry: false,
         ttl: Duration::from_secs(60),
         key_prefix: "sess".into(),
+        store_timeout: Duration::from_secs(2),
     }
 }
 
@@ -42,11 +43,13 @@ async fn renew(session: Session) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
-async fn set_then_count(session: Session) -> HttpResponse {
-    session.insert("name", "ada").unwrap();
-    let n = session.incr("n", 1).await.unwrap();
-    let name: Option<String> = session.get("name").await.unwrap();
-    HttpResponse::Ok().body(format!("{n} {}", name.unwrap_or_default()))
+async fn set_then_count(
+    session: Session,
+) -> Result<HttpResponse, redis_sessions::session::SessionError> {
+    session.insert("name", "ada")?;
+    let n = session.incr("n", 1).await?;
+    let name: Option<String> = session.get("name").await?;
+    Ok(HttpResponse::Ok().body(format!("{n} {}", name.unwrap_or_default())))
 }
 
 /// Runs the scenario against an app over `store`.
@@ -211,5 +214,46 @@ async fn instances_keep_agreeing_on_the_shared_secret_after_redis_loses_it() {
         adopted.sign(&SessionId::parse(&new_cookie[..43]).unwrap()),
         new_cookie,
         "signs with the winner's secret"
+    );
+}
+
+#[actix_web::test]
+async fn all_the_store_work_of_a_request_shares_one_deadline() {
+    let redis = RedisServer::start();
+    let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
+    let timeout = Duration::from_millis(300);
+    let store = Arc::new(RedisStore::new(&endpoint, 2, timeout, "sess").unwrap());
+    // A shared secret that is due for its re-check, so a request makes two store calls.
+    let keys = Arc::new(Keys::shared(Duration::from_millis(50)));
+    let app = test::init_service(
+        App::new()
+            .route("/both", web::post().to(set_then_count))
+            .wrap(SessionMiddleware::new(
+                store,
+                keys,
+                SessionConfig {
+                    store_timeout: timeout,
+                    ..config()
+                },
+            )),
+    )
+    .await;
+    let res = test::call_service(&app, test::TestRequest::post().uri("/both").to_request()).await;
+    let cookie = cookie_of(&res).unwrap();
+
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    redis.pause();
+    let started = std::time::Instant::now();
+    let req = test::TestRequest::post()
+        .uri("/both")
+        .insert_header(("cookie", cookie))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    let took = started.elapsed();
+    redis.resume();
+    assert_eq!(res.status(), 503);
+    assert!(
+        took < timeout + Duration::from_millis(150),
+        "the request took {took:?} for a {timeout:?} deadline"
     );
 }

@@ -114,15 +114,6 @@ store_suite! {
         assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["n"], "200");
     }
 
-    take_returns_the_fields_and_removes_the_session(store) {
-        let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
-        let taken = store.take(&k).await.unwrap().unwrap();
-        assert_eq!(taken["a"], "1");
-        assert!(store.take(&k).await.unwrap().is_none());
-        assert!(store.load(&k, TTL).await.unwrap().is_none());
-    }
-
     delete_reports_whether_there_was_a_session(store) {
         let k = key();
         assert!(!store.delete(&k).await.unwrap());
@@ -156,6 +147,13 @@ store_suite! {
         store.apply(&k, &update(Presence::MustBeNew, &[("n", "\"text\"")], &[], None)).await.unwrap();
         assert!(store.apply(&k, &update(Presence::MustExist, &[], &[], Some(("n", 1)))).await.is_err());
         assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["n"], "\"text\"");
+    }
+
+    a_failing_counter_writes_nothing_not_even_a_new_session(store) {
+        let k = key();
+        let bad = update(Presence::MustBeNew, &[("visits", "\"abc\""), ("other", "1")], &[], Some(("visits", 1)));
+        assert!(store.apply(&k, &bad).await.is_err());
+        assert!(store.load(&k, TTL).await.unwrap().is_none(), "no half-written session without a lifetime");
     }
 
     the_first_shared_secret_wins(store) {

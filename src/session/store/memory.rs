@@ -168,12 +168,6 @@ impl SessionStore for MemoryStore {
         Ok(Applied::Done(counter))
     }
 
-    async fn take(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
-        let mut inner = self.lock();
-        inner.sweep(Instant::now());
-        Ok(inner.remove(key).map(|e| e.fields))
-    }
-
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         inner.sweep(Instant::now());

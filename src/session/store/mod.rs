@@ -111,9 +111,6 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Applies a change in one atomic step (one Redis round trip).
     async fn apply(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError>;
 
-    /// Removes a session and returns what it held, in one atomic step.
-    async fn take(&self, key: &SessionKey) -> Result<Option<Record>, StoreError>;
-
     /// Removes a session; `true` if it existed.
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError>;
 

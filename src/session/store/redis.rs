@@ -24,8 +24,10 @@ use super::{Applied, Presence, Record, SessionStore, StoreError, StoreKind, Upda
 use crate::config::RedisEndpoint;
 use crate::session::id::SessionKey;
 
-/// Connections idle longer than this are pinged before reuse; busy ones never are.
-const IDLE_CHECK_AFTER: Duration = Duration::from_secs(30);
+/// Connections idle longer than this are pinged before reuse; busy ones never are. Short, so
+/// that a connection that died while idle (say, Redis restarted) is found out before a
+/// non-idempotent command is sent on it rather than after.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Applies a session update. Returns `{1, counter?}`, `{0}` if a must-exist session is
 /// gone, `{-1}` if a must-be-new key exists.
@@ -42,6 +44,18 @@ elseif redis.call('EXISTS', key) == 1 then
   return {-1}
 end
 local n = tonumber(ARGV[5])
+-- Redis does not undo a failing script's earlier writes, so check the counter before any
+-- write: its value after the sets must be an integer for HINCRBY to succeed.
+if ARGV[3] ~= '' then
+  local base = false
+  for i = 6, 5 + 2 * n, 2 do
+    if ARGV[i] == ARGV[3] then base = ARGV[i + 1] end
+  end
+  if not base then base = redis.call('HGET', key, ARGV[3]) end
+  if base and not string.match(base, '^%-?%d+$') then
+    return redis.error_reply('ERR session counter ' .. ARGV[3] .. ' is not an integer')
+  end
+end
 if n > 0 then redis.call('HSET', key, unpack(ARGV, 6, 5 + 2 * n)) end
 if #ARGV >= 6 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 6 + 2 * n, #ARGV)) end
 local counter = false
@@ -57,11 +71,10 @@ if redis.call('EXPIRE', KEYS[1], ARGV[1]) == 0 then return false end
 return redis.call('HGETALL', KEYS[1])
 "#;
 
-/// Returns the session's fields and deletes it, atomically.
-const TAKE_LUA: &str = r#"
-local fields = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
-return fields
+/// SET NX makes the first instance's secret everyone's; every caller gets the stored one back.
+const SECRET_LUA: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
 "#;
 
 /// A pooled multiplexed connection and the pool generation it was made in.
@@ -130,7 +143,7 @@ pub struct RedisStore {
     secret_key: String,
     apply: Lua,
     load: Lua,
-    take: Lua,
+    secret: Lua,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -227,7 +240,7 @@ impl RedisStore {
             secret_key: format!("{key_prefix}:secret"),
             apply: Lua::new(APPLY_LUA),
             load: Lua::new(LOAD_LUA),
-            take: Lua::new(TAKE_LUA),
+            secret: Lua::new(SECRET_LUA),
         }
     }
 
@@ -244,6 +257,7 @@ impl RedisStore {
         &self,
         cmd: &Cmd,
         script: Option<&Lua>,
+        retry: Retry,
     ) -> Result<T, StoreError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
@@ -268,9 +282,9 @@ impl RedisStore {
                 {
                     // Its pool-mates most likely died the same way (Redis restarted).
                     self.retire(generation);
-                    // A broken pipe means the command never left, so one retry on a fresh
-                    // connection cannot apply it twice; a reset after sending might have.
-                    if !retried && never_sent(&e) {
+                    // redis-rs reports the same broken pipe whether or not the command left,
+                    // so only commands that may safely run twice are retried.
+                    if !retried && retry == Retry::Idempotent && e.is_connection_dropped() {
                         retried = true;
                         continue;
                     }
@@ -312,11 +326,13 @@ async fn send<T: FromRedisValue>(
     }
 }
 
-/// Whether an error proves the command was not written: the connection was already closed.
-fn never_sent(e: &RedisError) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+/// Whether a command may be sent again after its connection failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Running it twice does no harm (reads, `PING`, `DEL`, `SET NX`).
+    Idempotent,
+    /// Running it twice would count twice or lose data (`apply`, `take`).
+    Never,
 }
 
 /// A Lua script and its SHA-1, sent by hash so the body crosses the wire once per server.
@@ -378,7 +394,10 @@ impl SessionStore for RedisStore {
     async fn load(&self, key: &SessionKey, ttl: Duration) -> Result<Option<Record>, StoreError> {
         let mut cmd = self.load.call(key);
         cmd.arg(ttl_secs(ttl));
-        record_from(self.query(&cmd, Some(&self.load)).await?)
+        record_from(
+            self.query(&cmd, Some(&self.load), Retry::Idempotent)
+                .await?,
+        )
     }
 
     async fn apply(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
@@ -397,7 +416,7 @@ impl SessionStore for RedisStore {
         for field in &update.remove {
             cmd.arg(*field);
         }
-        let reply: Vec<i64> = self.query(&cmd, Some(&self.apply)).await?;
+        let reply: Vec<i64> = self.query(&cmd, Some(&self.apply), Retry::Never).await?;
         match reply.as_slice() {
             [1] => Ok(Applied::Done(None)),
             [1, n] => Ok(Applied::Done(Some(*n))),
@@ -409,38 +428,26 @@ impl SessionStore for RedisStore {
         }
     }
 
-    async fn take(&self, key: &SessionKey) -> Result<Option<Record>, StoreError> {
-        let value = self.query(&self.take.call(key), Some(&self.take)).await?;
-        Ok(record_from(value)?.filter(|r| !r.is_empty()))
-    }
-
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
         let removed: i64 = self
-            .query(redis::cmd("DEL").arg(key.as_str()), None)
+            .query(redis::cmd("DEL").arg(key.as_str()), None, Retry::Idempotent)
             .await?;
         Ok(removed > 0)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query::<()>(&redis::cmd("PING"), None).await
+        self.query::<()>(&redis::cmd("PING"), None, Retry::Idempotent)
+            .await
     }
 
     async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError> {
-        // SET NX makes the first instance's secret everyone's; each later one reads it back.
-        let created: Option<String> = self
-            .query(
-                redis::cmd("SET")
-                    .arg(&self.secret_key)
-                    .arg(candidate.expose_secret())
-                    .arg("NX"),
-                None,
-            )
-            .await?;
-        if created.is_some() {
-            return Ok(candidate);
-        }
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.secret.sha)
+            .arg(1)
+            .arg(&self.secret_key)
+            .arg(candidate.expose_secret());
         let stored: Option<String> = self
-            .query(redis::cmd("GET").arg(&self.secret_key), None)
+            .query(&cmd, Some(&self.secret), Retry::Idempotent)
             .await?;
         Ok(stored.map(SecretString::from).unwrap_or(candidate))
     }
