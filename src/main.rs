@@ -12,7 +12,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(&settings.log);
+    let _logs = telemetry::init(&settings.log);
     let outcome = actix_web::rt::System::new()
         .block_on(async { Application::build(settings).await?.run().await });
     match outcome {

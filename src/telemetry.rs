@@ -13,13 +13,26 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
+/// Keeps the background log writer alive; dropping it flushes what is buffered.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Installs the global subscriber; a second call (as in tests) is a no-op.
-pub fn init(settings: &LogSettings) {
+///
+/// Lines are written to stdout by a background thread, which batches them: one `write(2)`
+/// per line cost about 15% of throughput. The writer blocks rather than drop lines when it
+/// falls behind, and the returned guard flushes on drop at shutdown.
+pub fn init(settings: &LogSettings) -> LogGuard {
     // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let result = match settings.format {
         LogFormat::Json => builder
@@ -30,8 +43,10 @@ pub fn init(settings: &LogSettings) {
             .try_init(),
         LogFormat::Text => builder.with_target(false).compact().try_init(),
     };
-    // Already installed: tests start many applications in one process.
-    drop(result);
+    // Already installed (tests start many applications in one process): keep the first.
+    LogGuard {
+        _writer: result.ok().map(|()| guard),
+    }
 }
 
 /// An error and all its sources, joined by ": ", for the log.

@@ -245,7 +245,8 @@ impl TestApp {
     /// Starts the app with explicit settings.
     pub async fn spawn_with(settings: Settings) -> TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
-            redis_sessions::telemetry::init(&settings.log);
+            // Leaked on purpose: the test process's logs must outlive every test.
+            std::mem::forget(redis_sessions::telemetry::init(&settings.log));
         }
         let app = Application::build(settings)
             .await
