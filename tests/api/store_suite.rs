@@ -156,6 +156,15 @@ store_suite! {
         assert!(store.load(&k, TTL).await.unwrap().is_none(), "no half-written session without a lifetime");
     }
 
+    a_counter_that_is_set_or_removed_in_the_same_update_starts_from_there(store) {
+        let k = key();
+        store.apply(&k, &update(Presence::MustBeNew, &[("n", "5")], &[], None)).await.unwrap();
+        let set_then_add = store.apply(&k, &update(Presence::MustExist, &[("n", "10")], &[], Some(("n", 1)))).await.unwrap();
+        assert_eq!(set_then_add, Applied::Done(Some(11)));
+        let remove_then_add = store.apply(&k, &update(Presence::MustExist, &[], &["n"], Some(("n", 2)))).await.unwrap();
+        assert_eq!(remove_then_add, Applied::Done(Some(2)));
+    }
+
     the_first_shared_secret_wins(store) {
         let first = store.shared_secret(SecretString::from("first-candidate")).await.unwrap();
         let second = store.shared_secret(SecretString::from("second-candidate")).await.unwrap();

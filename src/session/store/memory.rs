@@ -128,7 +128,9 @@ impl SessionStore for MemoryStore {
                     .get(key)
                     .and_then(|e| e.fields.get(field))
                     .map(String::as_str);
-                let current = match pending.or(stored) {
+                // A counter removed in the same update starts again from zero, as in Redis.
+                let removed = update.remove.contains(&field);
+                let current = match pending.or(if removed { None } else { stored }) {
                     None => 0,
                     Some(v) => v.parse::<i64>().map_err(|_| {
                         StoreError::Command(format!("field {field:?} is not an integer").into())

@@ -44,22 +44,29 @@ elseif redis.call('EXISTS', key) == 1 then
   return {-1}
 end
 local n = tonumber(ARGV[5])
--- Redis does not undo a failing script's earlier writes, so check the counter before any
--- write: its value after the sets must be an integer for HINCRBY to succeed.
-if ARGV[3] ~= '' then
-  local base = false
+local field = ARGV[3]
+-- Redis does not undo a failing script's earlier writes, so nothing may fail after the
+-- first write. A counter that is also being set is checked here; otherwise HINCRBY runs
+-- before any write (on a new key it cannot fail), unless the counter is being removed.
+local late = false
+if field ~= '' then
   for i = 6, 5 + 2 * n, 2 do
-    if ARGV[i] == ARGV[3] then base = ARGV[i + 1] end
+    if ARGV[i] == field then
+      if not string.match(ARGV[i + 1], '^%-?%d+$') then
+        return redis.error_reply('ERR session counter ' .. field .. ' is not an integer')
+      end
+      late = true
+    end
   end
-  if not base then base = redis.call('HGET', key, ARGV[3]) end
-  if base and not string.match(base, '^%-?%d+$') then
-    return redis.error_reply('ERR session counter ' .. ARGV[3] .. ' is not an integer')
+  for i = 6 + 2 * n, #ARGV do
+    if ARGV[i] == field then late = true end
   end
 end
+local counter = false
+if field ~= '' and not late then counter = redis.call('HINCRBY', key, field, ARGV[4]) end
 if n > 0 then redis.call('HSET', key, unpack(ARGV, 6, 5 + 2 * n)) end
 if #ARGV >= 6 + 2 * n then redis.call('HDEL', key, unpack(ARGV, 6 + 2 * n, #ARGV)) end
-local counter = false
-if ARGV[3] ~= '' then counter = redis.call('HINCRBY', key, ARGV[3], ARGV[4]) end
+if late then counter = redis.call('HINCRBY', key, field, ARGV[4]) end
 if ARGV[2] == 'n' then redis.call('EXPIRE', key, ARGV[1]) end
 if counter then return {1, counter} end
 return {1}

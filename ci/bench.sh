@@ -1,0 +1,769 @@
+#!/usr/bin/env bash
+# Benchmarks redis-sessions side by side with two peers that do the same job (a visit counter
+# in a Redis-backed session): Express + express-session + connect-redis, and actix-session's
+# RedisSessionStore. Everything runs on this machine against a Redis started here.
+#
+# Usage: ci/bench.sh [-h]          (about 11 minutes with the defaults)
+#
+# Environment (all optional):
+#   BENCH_DURATION     wrk duration of each run, whole seconds: 10s (default), 10 or 1m
+#   BENCH_ROUNDS       rounds over all servers, interleaved; medians are reported (default 2)
+#   BENCH_CONNECTIONS  wrk connection counts (default "32 256")
+#   BENCH_TAIL         seconds at the end of each run in which no request starts (default 1)
+#   BENCH_SCALING      sessions pre-loaded into Redis for the scaling runs
+#                      (default "1000 100000 1000000")
+#   BENCH_SERVERS      servers to run (default "ours express1 express2 actix-pool actix-manager")
+#   BENCH_REV          a commit to measure instead of the working tree (e.g. HEAD); it is
+#                      exported with git archive and built under target/bench/rev/
+#   BENCH_PEERS_SRC    the peers' sources (default: shared/bench/peers beside the repository)
+#   BENCH_MAX_OTHER    other processes' CPU use, in % of a core, above which the machine counts
+#                      as busy: runs wait for it to calm down, and a run disturbed anyway is
+#                      repeated, up to twice (default 30)
+#   BENCH_QUIET_WAIT   longest wait, in seconds, for a busy machine to calm down before one run
+#                      (default 120); after 900 s of waiting in all, runs no longer wait
+#
+# Prints a Markdown report and writes it to target/bench/results.md; raw data (one TSV row
+# per wrk run, wrk outputs, server logs) stays under target/bench/. Exit status: 0 when the
+# benchmark ran, whatever the targets say (it informs people, it does not gate CI);
+# non-zero when it could not run.
+set -euo pipefail
+
+usage() { awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"; }
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) usage >&2; exit 2 ;;
+esac
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=$ROOT/ci/bench
+OUT=$ROOT/target/bench
+RUNS=$OUT/runs
+LOGS=$OUT/logs
+TSV=$OUT/runs.tsv
+RESULTS=$OUT/results.md
+LUA=$BENCH_DIR/counter.lua
+PEERS=$OUT/peers
+
+DURATION=${BENCH_DURATION:-10s}
+ROUNDS=${BENCH_ROUNDS:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-32 256}
+TAIL=${BENCH_TAIL:-1}
+SCALING=${BENCH_SCALING:-1000 100000 1000000}
+SERVERS=${BENCH_SERVERS:-ours express1 express2 actix-pool actix-manager}
+PEERS_SRC=${BENCH_PEERS_SRC:-$ROOT/../shared/bench/peers}
+MAX_OTHER=${BENCH_MAX_OTHER:-30}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
+QUIET_BUDGET=900
+# Large enough that per-key overhead dominates the dictionary's fixed cost, small enough to
+# create in seconds even through the slowest peer.
+MEMORY_SESSIONS=10000
+
+die() { echo "bench.sh: $*" >&2; exit 1; }
+note() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+case "$DURATION" in
+  *[!0-9smh]* | "") die "BENCH_DURATION must look like 10s, 10 or 1m, not '$DURATION'" ;;
+  *m) DUR_S=$(( ${DURATION%m} * 60 )) ;;
+  *h) DUR_S=$(( ${DURATION%h} * 3600 )) ;;
+  *s) DUR_S=${DURATION%s} ;;
+  *) DUR_S=$DURATION ;;
+esac
+[[ $DUR_S =~ ^[0-9]+$ && $DUR_S -ge 2 ]] || die "BENCH_DURATION must be at least 2 seconds"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer"
+awk -v t="$TAIL" -v d="$DUR_S" 'BEGIN { exit !(t + 0 > 0 && t + 0 < d / 2) }' \
+  || die "BENCH_TAIL must be above 0 and below half of BENCH_DURATION"
+[[ $MAX_OTHER =~ ^[0-9]+$ ]] || die "BENCH_MAX_OTHER must be a whole percentage"
+[[ $QUIET_WAIT =~ ^[0-9]+$ ]] || die "BENCH_QUIET_WAIT must be a whole number of seconds"
+for c in $CONNECTIONS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "bad connection count '$c'"; done
+for n in $SCALING; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "bad BENCH_SCALING entry '$n'"; done
+for s in $SERVERS; do
+  case "$s" in ours | express1 | express2 | actix-pool | actix-manager) ;; *) die "unknown server '$s'" ;; esac
+done
+
+# --- Tools --------------------------------------------------------------------------------
+need() {
+  command -v "$1" >/dev/null || die "$1 not found: $2"
+}
+need wrk "install it (Debian/Ubuntu: apt-get install wrk)"
+need redis-server "install Redis (Debian/Ubuntu: apt-get install redis-server)"
+need redis-cli "install Redis (Debian/Ubuntu: apt-get install redis-tools)"
+need redis-benchmark "install Redis (Debian/Ubuntu: apt-get install redis-tools)"
+need curl "install curl"
+need cargo "install a Rust toolchain"
+need sha1sum "install coreutils"
+if [[ " $SERVERS " == *" express"* ]]; then
+  need node "install Node.js 20 or newer"
+  need npm "install npm"
+fi
+# The tail works by parking connections, which needs wrk's Lua API (wrk 4).
+WRK_VERSION=$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)
+[[ $WRK_VERSION == *" "*4.* ]] || die "wrk 4.x is needed (found: '$WRK_VERSION')"
+CLK_TCK=$(getconf CLK_TCK)
+
+mkdir -p "$OUT" "$RUNS" "$LOGS"
+rm -f "$RUNS"/* "$LOGS"/*
+
+# --- Build ---------------------------------------------------------------------------------
+if [ -n "${BENCH_REV:-}" ]; then
+  # An export, so that a commit can be measured while the working tree is being edited.
+  commit=$(git -C "$ROOT" rev-parse --verify --quiet "${BENCH_REV}^{commit}") || die "BENCH_REV '$BENCH_REV' is not a commit"
+  REVISION=$(git -C "$ROOT" rev-parse --short "$commit")
+  OURS_SRC=$OUT/rev/src-$REVISION
+  if [ ! -f "$OURS_SRC/Cargo.toml" ]; then
+    rm -rf "$OURS_SRC" && mkdir -p "$OURS_SRC"
+    git -C "$ROOT" archive "$commit" | tar -x -C "$OURS_SRC" || die "git archive of $REVISION failed"
+  fi
+  note "building redis-sessions at $REVISION (release)"
+  # One target dir for every exported revision, so dependencies are compiled once.
+  (cd "$OURS_SRC" && CARGO_TARGET_DIR=$OUT/rev/target cargo build --release --quiet) || die "cargo build --release of $REVISION failed"
+  OURS_BIN=$OUT/rev/target/release/redis-sessions
+else
+  OURS_SRC=$ROOT
+  REVISION=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  if [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then
+    REVISION+=" with uncommitted changes to src/ or Cargo files"
+  fi
+  note "building redis-sessions (release)"
+  (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+  OURS_BIN=$ROOT/target/release/redis-sessions
+fi
+[ -x "$OURS_BIN" ] || die "no $OURS_BIN after the build"
+# Commands that our Lua scripts run inside Redis: commandstats counts them like any other,
+# but they cost no round trip. Read from the source, so a changed script is followed.
+OURS_INNER=$(grep -o "redis\.p\{0,1\}call(['\"][A-Za-z]*['\"]" "$OURS_SRC/src/session/store/redis.rs" 2>/dev/null \
+  | sed "s/.*(['\"]//; s/['\"]\$//" | tr '[:upper:]' '[:lower:]' | sort -u | tr '\n' ' ' || true)
+[ -n "$OURS_INNER" ] || note "warning: no redis.call in src/session/store/redis.rs; every command of ours counts as a round trip"
+
+if [[ " $SERVERS " == *" express"* || " $SERVERS " == *" actix"* ]]; then
+  [ -d "$PEERS_SRC" ] || die "peers not found at $PEERS_SRC (set BENCH_PEERS_SRC)"
+  # The shared copy is read-only; build in a private copy, keeping node_modules and target/.
+  mkdir -p "$PEERS/express" "$PEERS/actix-session"
+  # -p keeps the sources' times, so cargo does not rebuild an unchanged peer.
+  cp -p "$PEERS_SRC/express/package.json" "$PEERS_SRC/express/package-lock.json" "$PEERS_SRC/express/server.js" "$PEERS/express/"
+  cp -p "$PEERS_SRC/actix-session/Cargo.toml" "$PEERS/actix-session/"
+  rm -rf "$PEERS/actix-session/src" && cp -rp "$PEERS_SRC/actix-session/src" "$PEERS/actix-session/src"
+  chmod -R u+w "$PEERS"
+fi
+if [[ " $SERVERS " == *" express"* ]]; then
+  if ! cmp -s "$PEERS/express/package-lock.json" "$PEERS/express/node_modules/.bench-lock" 2>/dev/null; then
+    note "npm ci (express peer)"
+    (cd "$PEERS/express" && npm ci --no-audit --no-fund --loglevel=error >"$LOGS/npm-ci.log" 2>&1) \
+      || die "npm ci failed, see $LOGS/npm-ci.log"
+    cp "$PEERS/express/package-lock.json" "$PEERS/express/node_modules/.bench-lock"
+  fi
+fi
+if [[ " $SERVERS " == *" actix"* ]]; then
+  note "building the actix-session peer (release)"
+  (cd "$PEERS/actix-session" && cargo build --release --quiet >"$LOGS/actix-build.log" 2>&1) \
+    || die "building the actix-session peer failed, see $LOGS/actix-build.log"
+fi
+ACTIX_BIN=$PEERS/actix-session/target/release/peer-actix-session
+
+# --- Processes -----------------------------------------------------------------------------
+STARTED=()   # every pid this script started, stopped on exit
+cleanup() {
+  local pid alive=()
+  for pid in "${STARTED[@]}"; do
+    kill -0 "$pid" 2>/dev/null && { kill -TERM "$pid" 2>/dev/null || true; alive+=("$pid"); }
+  done
+  # Give graceful shutdowns (which close Redis connections) a moment, then insist.
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local still=()
+    for pid in "${alive[@]}"; do kill -0 "$pid" 2>/dev/null && still+=("$pid"); done
+    alive=("${still[@]}")
+    [ ${#alive[@]} -eq 0 ] && break
+    sleep 0.3
+  done
+  for pid in "${alive[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  STARTED=()
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+
+# A port nobody listens on; the kernel's ephemeral range is avoided so wrk's and curl's own
+# sockets cannot collide with it, and 6379 is never used so a developer's Redis is safe.
+TAKEN=" 6379 "
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$(( 20000 + RANDOM % 12000 ))
+    [[ $TAKEN == *" $p "* ]] && continue
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      TAKEN+="$p "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port found"
+}
+
+RPORT=$(free_port)
+rcli() { redis-cli -p "$RPORT" "$@"; }
+note "starting redis-server on 127.0.0.1:$RPORT"
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  --logfile "$LOGS/redis.log" &
+REDIS_PID=$!
+STARTED+=("$REDIS_PID")
+for _ in $(seq 50); do rcli PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+rcli PING 2>/dev/null | grep -q PONG || die "redis-server did not start, see $LOGS/redis.log"
+
+# One secret for all servers: ours wants 48 characters, the peers accept any.
+SECRET=$(head -c 36 /dev/urandom | base64 | tr '+/' '-_')
+
+declare -A PORT_OF PIDS_OF LABEL MARKER
+LABEL[ours]="redis-sessions (ours)"
+LABEL[express1]="express, 1 process"
+LABEL[express2]="express, WORKERS=2"
+LABEL[actix-pool]="actix-session, pool"
+LABEL[actix-manager]="actix-session, manager"
+MARKER[ours]='<span id="visits">'
+for s in express1 express2 actix-pool actix-manager; do MARKER[$s]='Visits: '; done
+
+start_server() {
+  local s=$1 port pid
+  port=$(free_port)
+  PORT_OF[$s]=$port
+  # A clean environment, so no stray RUST_LOG, VCAP_SERVICES or pool setting changes a run;
+  # ours keeps its default log filter so the measured cost includes its access log.
+  local env_base=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "PORT=$port"
+    "REDIS_URL=redis://127.0.0.1:$RPORT" "SESSION_SECRET=$SECRET")
+  case "$s" in
+    ours)
+      # O_APPEND, so the log can be emptied between runs without a sparse hole.
+      "${env_base[@]}" COOKIE_SECURE=false LOG_FORMAT=text "$OURS_BIN" >>"$LOGS/ours.log" 2>&1 &
+      pid=$! ;;
+    express1 | express2)
+      (cd "$PEERS/express" && exec "${env_base[@]}" "WORKERS=${s#express}" node server.js >"$LOGS/$s.log" 2>&1) &
+      pid=$! ;;
+    actix-pool | actix-manager)
+      "${env_base[@]}" "REDIS_STORE=${s#actix-}" "$ACTIX_BIN" >"$LOGS/$s.log" 2>&1 &
+      pid=$! ;;
+  esac
+  STARTED+=("$pid")
+  PIDS_OF[$s]=$pid
+  for _ in $(seq 100); do
+    curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || die "$s exited at start-up, see $LOGS/$s.log"
+    sleep 0.1
+  done
+  curl -fsS --max-time 1 -o /dev/null "http://127.0.0.1:$port/health" || die "$s did not become healthy on :$port"
+  if [ "$s" = express2 ]; then
+    local kids
+    for _ in $(seq 50); do
+      kids=$(pgrep -P "$pid" | tr '\n' ' ')
+      [ "$(wc -w <<<"$kids")" -ge 2 ] && break
+      sleep 0.1
+    done
+    PIDS_OF[$s]="$pid $kids"
+    for k in $kids; do STARTED+=("$k"); done
+  fi
+  # The contract check: two visits with one cookie jar show 1 then 2.
+  local jar=$RUNS/smoke-$s.jar page
+  curl -fsS --max-time 5 -c "$jar" -b "$jar" -o /dev/null "http://127.0.0.1:$port/" || die "$s: GET / failed"
+  page=$(curl -fsS --max-time 5 -c "$jar" -b "$jar" "http://127.0.0.1:$port/") || die "$s: GET / failed"
+  grep -qF "${MARKER[$s]}2" <<<"$page" || die "$s: the second visit did not show 2"
+  [ "$s" = ours ] && cp "$LOGS/ours.log" "$LOGS/ours-startup.log"
+  note "started $s on :$port (pid ${PIDS_OF[$s]})"
+}
+
+for s in $SERVERS; do start_server "$s"; done
+
+# Node's JIT and every server's lazily opened Redis connections would otherwise weigh on
+# whichever run comes first.
+note "warming up (2 s per server, not recorded)"
+for s in $SERVERS; do
+  wrk -t1 -c32 -d2s "http://127.0.0.1:${PORT_OF[$s]}/" >"$RUNS/warmup-$s.wrk" 2>&1 || die "wrk warm-up failed for $s"
+done
+
+# --- Measurement helpers -----------------------------------------------------------------
+# CPU ticks (user + system) used so far by these pids, all threads included.
+cpu_ticks() {
+  local total=0 pid f fields
+  for pid in "$@"; do
+    f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    f=${f##*) }   # the command name may hold spaces; the fields after it are fixed
+    read -ra fields <<<"$f"
+    total=$(( total + fields[11] + fields[12] ))
+  done
+  echo "$total"
+}
+
+# Busy CPU ticks of the whole machine, steal included: what the processes above do not
+# account for is someone else's load, which would make a run unrepresentative.
+machine_busy() {
+  awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
+}
+
+commandstats() {
+  rcli INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p'
+}
+
+# Calls per command between two snapshots, minus the INFO that took the first one.
+command_delta() {
+  awk 'NR == FNR { b[$1] = $2; next } $1 != "info" && $2 - b[$1] > 0 { print $1, $2 - b[$1] }' "$1" "$2"
+}
+
+get_cookie() {   # server jar -> "name=value" header text
+  local s=$1 jar=$2
+  rm -f "$jar"
+  curl -fsS --max-time 5 -o /dev/null -c "$jar" "http://127.0.0.1:${PORT_OF[$s]}/" || die "$s: could not get a session cookie"
+  # Netscape jar: 7 tab-separated fields; HttpOnly cookies are prefixed with "#HttpOnly_".
+  awk -F '\t' 'NF == 7 && ($0 !~ /^#/ || $0 ~ /^#HttpOnly_/) { printf "%s%s=%s", sep, $6, $7; sep = "; " }' "$jar"
+}
+
+# The session's counter as stored. Ours answers GET /api/session without counting; the peers
+# count that visit too, so one is taken off.
+read_count() {
+  local s=$1 jar=$2 body n
+  body=$(curl -fsS --max-time 5 -b "$jar" "http://127.0.0.1:${PORT_OF[$s]}/api/session") || die "$s: GET /api/session failed"
+  n=$(tr -d ' \n' <<<"$body" | sed -n 's/.*"visits":\([0-9][0-9]*\).*/\1/p')
+  [ -n "$n" ] || die "$s: no visits in /api/session: $body"
+  [ "$s" = ours ] && echo "$n" || echo $(( n - 1 ))
+}
+
+flush_redis() { rcli FLUSHALL SYNC >/dev/null; }
+
+TSV_COLS="phase round server mode conns prefill rps p50_us p99_us max_us requests counted non2xx sock_err counter expected rt_per_req cmds_per_req cpu_server cpu_redis cpu_wrk log_lines mix cpu_other"
+[ -f "$TSV" ] && rm -f "$TSV"
+tr ' ' '\t' <<<"$TSV_COLS" >"$TSV"
+
+RUN_NO=0
+RETRIED=0      # runs repeated because the machine was busy with something else
+DISTURBED=""   # runs still disturbed after the last attempt
+WAITED=0       # seconds spent waiting for other load to pass
+
+# CPU use, in % of one core, over one second in which this script runs no load: someone
+# else's.
+idle_load() {
+  local a b
+  a=$(machine_busy); sleep 1; b=$(machine_busy)
+  awk -v a="$a" -v b="$b" -v t="$CLK_TCK" 'BEGIN { printf "%.0f", (b - a) / t * 100 }'
+}
+
+# Compiles by other users come in bursts of minutes; a run is only worth taking between them.
+wait_quiet() {
+  local load waited=0
+  [ "$WAITED" -ge "$QUIET_BUDGET" ] && return 0
+  load=$(idle_load)
+  while [ "$load" -gt "$MAX_OTHER" ] && [ "$waited" -lt "$QUIET_WAIT" ] && [ $((WAITED + waited)) -lt "$QUIET_BUDGET" ]; do
+    [ "$waited" -eq 0 ] && note "  other processes use ${load}% of a core; waiting up to ${QUIET_WAIT} s for them to finish"
+    sleep 4
+    waited=$((waited + 5))
+    load=$(idle_load)
+  done
+  WAITED=$((WAITED + waited))
+}
+
+# The machine is shared: a run that other work disturbed anyway is redone rather than
+# averaged in.
+run_measured() {   # same arguments as run_wrk
+  local attempt other
+  for attempt in 1 2 3; do
+    wait_quiet
+    run_wrk "$@"
+    other=$(tail -1 "$TSV" | cut -f24)
+    [ "$other" -le "$MAX_OTHER" ] && return 0
+    if [ "$attempt" -lt 3 ]; then
+      note "  other processes used ${other}% of a core during that run; repeating it"
+      sed -i '$d' "$TSV"
+      RETRIED=$((RETRIED + 1))
+      [ "$1" = main ] && flush_redis
+    fi
+  done
+  DISTURBED+="${DISTURBED:+, }$3 $4 c=$5 r$2 (${other}%)"
+}
+
+# A server that died mid-run would otherwise show up as refused connections and odd CPU.
+check_alive() {
+  local s=$1 pid
+  for pid in ${PIDS_OF[$s]}; do
+    kill -0 "$pid" 2>/dev/null || die "$s (pid $pid) is no longer running; see $LOGS/$s.log"
+  done
+  kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server (pid $REDIS_PID) is no longer running; see $LOGS/redis.log"
+}
+
+run_wrk() {   # phase round server mode conns prefill
+  local phase=$1 round=$2 s=$3 mode=$4 conns=$5 prefill=$6
+  check_alive "$s"
+  local url="http://127.0.0.1:${PORT_OF[$s]}" tag="$phase-r$round-$s-$mode-c$conns-p$prefill"
+  local jar=$RUNS/$tag.jar hdr=() cookie
+  RUN_NO=$((RUN_NO + 1))
+  if [ "$mode" = cookie ]; then
+    cookie=$(get_cookie "$s" "$jar")
+    [ -n "$cookie" ] || die "$s: GET / set no cookie"
+    hdr=(-H "Cookie: $cookie")
+  fi
+  [ "$s" = ours ] && : >"$LOGS/ours.log"
+  commandstats >"$RUNS/$tag.cmd0"
+  local srv0 red0 srv1 red1 all0 all1
+  local pids
+  read -ra pids <<<"${PIDS_OF[$s]}"
+  srv0=$(cpu_ticks "${pids[@]}"); red0=$(cpu_ticks "$REDIS_PID"); all0=$(machine_busy)
+  local TIMEFORMAT='%R %U %S'
+  { time wrk --latency -t1 -c "$conns" -d "${DUR_S}s" --timeout 10s "${hdr[@]}" -s "$LUA" "$url/" \
+      -- / "${MARKER[$s]}" "$DUR_S" "$TAIL" >"$RUNS/$tag.wrk" 2>&1; } 2>"$RUNS/$tag.time" \
+    || { check_alive "$s"; die "wrk failed for $tag: $(tail -3 "$RUNS/$tag.wrk")"; }
+  check_alive "$s"
+  srv1=$(cpu_ticks "${pids[@]}"); red1=$(cpu_ticks "$REDIS_PID"); all1=$(machine_busy)
+  commandstats >"$RUNS/$tag.cmd1"
+  command_delta "$RUNS/$tag.cmd0" "$RUNS/$tag.cmd1" >"$RUNS/$tag.delta"
+
+  local line
+  line=$(grep '^BENCHLUA ' "$RUNS/$tag.wrk") || die "no BENCHLUA line from wrk for $tag: $(tail -3 "$RUNS/$tag.wrk")"
+  local -A res=()
+  local kv
+  for kv in ${line#BENCHLUA }; do res[${kv%%=*}]=${kv#*=}; done
+  local wall wu ws
+  read -r wall wu ws <"$RUNS/$tag.time"
+
+  local counter="" expected=""
+  if [ "$mode" = cookie ]; then
+    counter=$(read_count "$s" "$jar")
+    expected=$(( res[counted] + 1 ))   # the visit that created the session
+  fi
+  local log_lines=""
+  [ "$s" = ours ] && log_lines=$(grep -c 'path=/ ' "$LOGS/ours.log" || true)
+
+  # Round trips: ours sends one EVALSHA and Redis runs the rest inside the script, where
+  # commandstats counts each call again; actix's pool pipelines UNWATCH with its PING.
+  local requests=${res[requests]}
+  local stats
+  stats=$(awk -v s="$s" -v n="$requests" -v inner_cmds="$OURS_INNER" '
+    BEGIN { split(inner_cmds, list, " "); for (i in list) is_inner[list[i]] = 1 }
+    {
+      cmds += $2; c[$1] = $2
+      name = toupper($1); gsub(/\|/, ".", name)
+      if (s == "ours" && ($1 in is_inner)) { inner += $2; name = name "*" }
+      per = $2 / (n > 0 ? n : 1)
+      mix = mix (mix == "" ? "" : ",") name ":" (per < 0.005 ? "<0.01" : sprintf("%.2f", per))
+    }
+    END {
+      rt = cmds
+      if (s == "ours") rt = cmds - inner
+      if (s == "actix-pool") rt = cmds - c["unwatch"]
+      if (n == 0) n = 1
+      printf "%.3f %.3f %s\n", rt / n, cmds / n, (mix == "" ? "none" : mix)
+    }' <(sort "$RUNS/$tag.delta"))
+  local rt cmds mix
+  read -r rt cmds mix <<<"$stats"
+  local rps cpu_s cpu_r cpu_w cpu_o
+  rps=$(awk -v c="${res[window_counted]}" -v w="${res[window_s]}" 'BEGIN { printf "%.1f", c / w }')
+  cpu_s=$(awk -v a="$srv0" -v b="$srv1" -v t="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.0f", (b - a) / t / w * 100 }')
+  cpu_r=$(awk -v a="$red0" -v b="$red1" -v t="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.0f", (b - a) / t / w * 100 }')
+  cpu_w=$(awk -v u="$wu" -v s="$ws" -v w="$wall" 'BEGIN { printf "%.0f", (u + s) / w * 100 }')
+  cpu_o=$(awk -v a="$all0" -v b="$all1" -v t="$CLK_TCK" -v w="$wall" -v s="$cpu_s" -v r="$cpu_r" -v k="$cpu_w" \
+    'BEGIN { o = (b - a) / t / w * 100 - s - r - k; printf "%.0f", (o < 0) ? 0 : o }')
+  local sock_err=$(( res[err_connect] + res[err_read] + res[err_write] + res[err_timeout] ))
+
+  printf '%s\n' "$phase $round $s $mode $conns $prefill $rps ${res[p50_us]} ${res[p99_us]} ${res[max_us]} $requests ${res[counted]} ${res[non2xx]} $sock_err ${counter:--} ${expected:--} $rt $cmds $cpu_s $cpu_r $cpu_w ${log_lines:--} $mix $cpu_o" \
+    | tr ' ' '\t' >>"$TSV"
+  local exact=""
+  [ "$mode" = cookie ] && exact=" counter $counter/$expected"
+  local pre=""
+  [ "$prefill" != 0 ] && pre="prefill=$prefill "
+  note "[$RUN_NO/$TOTAL_RUNS] $phase r$round $mode c=$conns $pre$s: $(printf '%.0f' "$rps") req/s p50 ${res[p50_us]}us p99 ${res[p99_us]}us rt/req $rt cpu srv/redis/wrk/other $cpu_s/$cpu_r/$cpu_w/$cpu_o%$exact"
+}
+
+# Pre-loads n sessions shaped like ours (a hash with a counter, a 30-minute TTL).
+prefill() {
+  local n=$1 reply
+  # 17 random bytes per key give at least 22 base64url characters.
+  reply=$(head -c $(( n * 17 + 64 )) /dev/urandom | base64 -w 22 | tr '+/' '-_' \
+    | awk -v n="$n" 'NR <= n { k = "sess:" $0; printf "*4\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n$6\r\nvisits\r\n$1\r\n1\r\n*3\r\n$6\r\nEXPIRE\r\n$%d\r\n%s\r\n$4\r\n1800\r\n", length(k), k, length(k), k }' \
+    | rcli --pipe 2>&1) || die "redis-cli --pipe failed: $reply"
+  grep -q 'errors: 0' <<<"$reply" || die "pre-loading sessions failed: $reply"
+}
+
+n_servers=$(wc -w <<<"$SERVERS"); n_conns=$(wc -w <<<"$CONNECTIONS"); n_scale=$(wc -w <<<"$SCALING")
+TOTAL_RUNS=$(( ROUNDS * 2 * n_conns * n_servers ))
+[[ " $SERVERS " == *" ours "* ]] && TOTAL_RUNS=$(( TOTAL_RUNS + ROUNDS * n_scale ))
+
+MACHINE_CPU=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MACHINE_CORES=$(nproc)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+STARTED_AT=$(date -u '+%Y-%m-%d %H:%M UTC')
+T0=$SECONDS
+
+# --- Main runs: servers interleaved within each mode, so drift hits all alike -------------
+for round in $(seq "$ROUNDS"); do
+  for mode in cookie nocookie; do
+    for conns in $CONNECTIONS; do
+      for s in $SERVERS; do
+        # Each run starts from an empty Redis, so no server pays for another's sessions.
+        flush_redis
+        run_measured main "$round" "$s" "$mode" "$conns" 0
+      done
+    done
+  done
+done
+
+# Peak RSS under load, before the lighter phases below.
+declare -A HWM_KB
+for s in $SERVERS; do
+  total=0
+  for pid in ${PIDS_OF[$s]}; do
+    kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$(( total + ${kb:-0} ))
+  done
+  HWM_KB[$s]=$total
+done
+
+# --- Scaling: ours with many sessions already in Redis ----------------------------------
+if [[ " $SERVERS " == *" ours "* ]]; then
+  for round in $(seq "$ROUNDS"); do
+    for n in $SCALING; do
+      flush_redis
+      prefill "$n"
+      have=$(rcli DBSIZE)
+      [ "$have" -eq "$n" ] || die "pre-loaded $have sessions instead of $n"
+      run_measured scale "$round" ours cookie 32 "$n"
+    done
+  done
+fi
+
+# --- Redis ceiling: the one EVALSHA our counter request costs, without HTTP --------------
+declare -A CEIL_RPS CEIL_P50 CEIL_P99
+CEIL_NOTE=""
+if [[ " $SERVERS " == *" ours "* ]]; then
+  flush_redis
+  jar=$RUNS/ceiling.jar
+  get_cookie ours "$jar" >/dev/null
+  key=$(rcli --scan --pattern 'sess:*' | awk '$0 != "sess:secret" && !k { k = $0 } END { print k }')
+  [ -n "$key" ] || die "no session key for the ceiling run"
+  # The script text is the APPLY_LUA constant, byte for byte (it starts with a newline).
+  awk '/const APPLY_LUA: &str = r#"$/ { f = 1; printf "\n"; next } f && /^"#;/ { exit } f { print }' \
+    "$OURS_SRC/src/session/store/redis.rs" >"$RUNS/apply.lua"
+  [ -s "$RUNS/apply.lua" ] || die "APPLY_LUA not found in src/session/store/redis.rs"
+  sha=$(sha1sum "$RUNS/apply.lua" | cut -c1-40)
+  # Our server loaded its script while serving; the same SHA proves the extraction exact.
+  [ "$(rcli SCRIPT EXISTS "$sha" | tr -d '\r')" = 1 ] \
+    || CEIL_NOTE="the extracted APPLY_LUA text does not match the script our server loaded; the ceiling is approximate"
+  loaded=$(rcli -x SCRIPT LOAD <"$RUNS/apply.lua" | tr -d '\r')
+  [ "$loaded" = "$sha" ] || die "SCRIPT LOAD answered $loaded, expected $sha"
+  for conns in $CONNECTIONS; do
+    # A short probe sizes the real run to about BENCH_DURATION.
+    probe=$(redis-benchmark -p "$RPORT" -c "$conns" -n 20000 --csv EVALSHA "$sha" 1 "$key" 1800 x visits 1 0 \
+      | awk -F'","' 'NR == 2 { print int($2) }')
+    reqs=$(( ${probe:-50000} * DUR_S ))
+    before=$(rcli HGET "$key" visits)
+    redis-benchmark -p "$RPORT" -c "$conns" -n "$reqs" --csv EVALSHA "$sha" 1 "$key" 1800 x visits 1 0 >"$RUNS/ceiling-c$conns.csv"
+    after=$(rcli HGET "$key" visits)
+    [ $(( after - before )) -eq "$reqs" ] || die "redis-benchmark counted $((after - before)) of $reqs increments"
+    IFS=$'\t' read -r "CEIL_RPS[$conns]" "CEIL_P50[$conns]" "CEIL_P99[$conns]" < <(
+      tr -d '"' <"$RUNS/ceiling-c$conns.csv" | awk -F, 'NR == 2 { printf "%s\t%s\t%s\n", $2, $5, $7 }')
+    note "ceiling c=$conns: ${CEIL_RPS[$conns]} EVALSHA/s (p50 ${CEIL_P50[$conns]} ms, p99 ${CEIL_P99[$conns]} ms)"
+  done
+fi
+
+# --- Redis memory per session ----------------------------------------------------------
+declare -A MEM_USAGE MEM_GROWTH MEM_NOTE
+for s in $SERVERS; do
+  flush_redis
+  sleep 0.2
+  u0=$(rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p')
+  k0=$(rcli DBSIZE)
+  codes=$(curl -s --no-progress-meter -Z --parallel-max 16 --max-time 60 -o /dev/null -w '%{http_code}\n' \
+    "http://127.0.0.1:${PORT_OF[$s]}/?[1-$MEMORY_SESSIONS]" 2>/dev/null | grep -c '^200$' || true)
+  k1=$(rcli DBSIZE)
+  u1=$(rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p')
+  made=$(( k1 - k0 ))
+  [ "$codes" -eq "$MEMORY_SESSIONS" ] || MEM_NOTE[$s]="only $codes of $MEMORY_SESSIONS visits answered 200"
+  [ "$made" -eq "$MEMORY_SESSIONS" ] || MEM_NOTE[$s]="${MEM_NOTE[$s]:+${MEM_NOTE[$s]}; }$made keys instead of $MEMORY_SESSIONS"
+  key=""
+  for _ in 1 2 3 4 5; do
+    key=$(rcli RANDOMKEY | tr -d '\r')
+    [ "$key" != sess:secret ] && break
+  done
+  MEM_USAGE[$s]=$(rcli MEMORY USAGE "$key" | tr -d '\r')
+  MEM_GROWTH[$s]=$(awk -v a="$u0" -v b="$u1" -v n="$made" 'BEGIN { printf "%.0f", (b - a) / (n > 0 ? n : 1) }')
+  note "memory $s: MEMORY USAGE ${MEM_USAGE[$s]} B, used_memory growth ${MEM_GROWTH[$s]} B/session over $made sessions"
+done
+flush_redis
+
+ELAPSED=$(( SECONDS - T0 ))
+REDIS_VERSION=$(rcli INFO server | tr -d '\r' | sed -n 's/^redis_version://p')
+
+# --- Report ---------------------------------------------------------------------------
+# Median of a column over the rows matching phase/server/mode/conns/prefill.
+med() {   # column phase server mode conns prefill
+  awk -F'\t' -v col="$1" -v ph="$2" -v sv="$3" -v md="$4" -v cn="$5" -v pf="$6" '
+    NR == 1 { for (i = 1; i <= NF; i++) idx[$i] = i; next }
+    $idx["phase"] == ph && $idx["server"] == sv && $idx["mode"] == md && $idx["conns"] == cn && $idx["prefill"] == pf {
+      v[++n] = $idx[col] + 0
+    }
+    END {
+      if (n == 0) { print ""; exit }
+      for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
+      print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+    }' "$TSV"
+}
+rows() {   # phase server mode conns -> matching TSV rows
+  awk -F'\t' -v ph="$1" -v sv="$2" -v md="$3" -v cn="$4" 'NR > 1 && $1 == ph && $3 == sv && $4 == md && (cn == "" || $5 == cn)' "$TSV"
+}
+int() { awk -v x="$1" 'BEGIN {
+  if (x == "") { print "n/a"; exit }
+  x = sprintf("%.0f", x); s = ""; n = length(x)
+  for (i = 1; i <= n; i++) { s = s substr(x, i, 1); if ((n - i) % 3 == 0 && i < n && substr(x, i, 1) != "-") s = s "," }
+  print s }'; }
+ms() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.2f ms", x / 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 <= 0) print "n/a"; else printf "%.2f", a / b }'; }
+mode_label() { [ "$1" = cookie ] && echo "one cookie" || echo "no cookie"; }
+
+REPRO="cd $ROOT && "
+[ "$DURATION" != 10s ] && REPRO+="BENCH_DURATION=$DURATION "
+[ "$ROUNDS" != 2 ] && REPRO+="BENCH_ROUNDS=$ROUNDS "
+[ "$CONNECTIONS" != "32 256" ] && REPRO+="BENCH_CONNECTIONS='$CONNECTIONS' "
+[ "$TAIL" != 1 ] && REPRO+="BENCH_TAIL=$TAIL "
+[ "$SCALING" != "1000 100000 1000000" ] && REPRO+="BENCH_SCALING='$SCALING' "
+[ "$SERVERS" != "ours express1 express2 actix-pool actix-manager" ] && REPRO+="BENCH_SERVERS='$SERVERS' "
+[ -n "${BENCH_REV:-}" ] && REPRO+="BENCH_REV=$REVISION "
+REPRO+="ci/bench.sh"
+
+{
+  echo "# redis-sessions benchmark"
+  echo
+  echo "- Machine: $MACHINE_CPU, $MACHINE_CORES cores shared by wrk, Redis and the server under test; Linux $(uname -r); load average at start $LOAD_START"
+  echo "- Software: Redis $REDIS_VERSION, $WRK_VERSION, $(node --version 2>/dev/null | sed 's/^/Node /' || echo 'no Node'), $(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
+  echo "- Run: $STARTED_AT, $ELAPSED s in all; wrk --latency -t1, ${DUR_S} s per run (the last ${TAIL} s start no request, so none is in flight at the deadline), $ROUNDS round(s) with the servers interleaved, medians shown"
+  echo "- Measured: redis-sessions at $REVISION"
+  echo "- Reproduce: \`$REPRO\`"
+  echo
+  echo "These figures compare the servers with each other on a small shared machine; they are not"
+  echo "absolute capacity. req/s counts 2xx counter pages over the part of each run that sends requests."
+  echo "\"one cookie\": every request carries one session's cookie (read + write of an existing"
+  echo "session). \"no cookie\": every request creates a new session. CPU % is of one core (200 = both"
+  echo "cores); \"other\" is the rest of the machine's busy time (kernel threads, steal, other users), and"
+  echo "a high figure there marks a disturbed run."
+  echo
+  echo "## Throughput, latency and Redis cost per request (GET /)"
+  echo
+  echo "| mode | conns | server | req/s | p50 | p99 | ours ÷ server | Redis round trips/req | Redis commands/req | CPU % server / Redis / wrk / other |"
+  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+  for mode in cookie nocookie; do
+    for conns in $CONNECTIONS; do
+      ours_rps=$(med rps main ours "$mode" "$conns" 0)
+      for s in $SERVERS; do
+        rps=$(med rps main "$s" "$mode" "$conns" 0)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f / %.0f / %.0f / %.0f |\n' \
+          "$(mode_label "$mode")" "$conns" "${LABEL[$s]}" "$(int "$rps")" \
+          "$(ms "$(med p50_us main "$s" "$mode" "$conns" 0)")" "$(ms "$(med p99_us main "$s" "$mode" "$conns" 0)")" \
+          "$(ratio "$ours_rps" "$rps")" \
+          "$(awk -v x="$(med rt_per_req main "$s" "$mode" "$conns" 0)" 'BEGIN { printf "%.2f", x }')" \
+          "$(awk -v x="$(med cmds_per_req main "$s" "$mode" "$conns" 0)" 'BEGIN { printf "%.2f", x }')" \
+          "$(med cpu_server main "$s" "$mode" "$conns" 0)" "$(med cpu_redis main "$s" "$mode" "$conns" 0)" "$(med cpu_wrk main "$s" "$mode" "$conns" 0)" \
+          "$(med cpu_other main "$s" "$mode" "$conns" 0)"
+      done
+    done
+  done
+  if [[ " $SERVERS " == *" ours "* ]]; then
+    echo
+    awk -F'\t' 'NR > 1 && $3 == "ours" && $22 != "-" { l += $22; c += $12 }
+      END { if (c) printf "Ours logged %.2f access-log lines per counter request (INFO, default RUST_LOG, to a file), so its figures include that cost.\n", l / c }' "$TSV"
+  fi
+  echo
+  echo "Redis commands per request, by command (from INFO commandstats). Calls made inside a Lua"
+  echo "script, marked *, count as commands but not as round trips; actix's pool sends UNWATCH and"
+  echo "PING as one pipelined round trip on every checkout; ours pings a connection idle for a while:"
+  echo
+  echo "| server | one cookie | no cookie |"
+  echo "| --- | --- | --- |"
+  first_conns=${CONNECTIONS%% *}
+  for s in $SERVERS; do
+    mc=$(rows main "$s" cookie "$first_conns" | tail -1 | cut -f23 | sed 's/,/, /g; s/:/ /g')
+    mn=$(rows main "$s" nocookie "$first_conns" | tail -1 | cut -f23 | sed 's/,/, /g; s/:/ /g')
+    printf '| %s | %s | %s |\n' "${LABEL[$s]}" "${mc:-n/a}" "${mn:-n/a}"
+  done
+  bad=$(awk -F'\t' 'NR > 1 && ($13 > 0 || $14 > 0) { printf "%s%s r%s %s c=%s: %s non-2xx, %s socket errors", sep, $3, $2, $4, $5, $13, $14; sep = "; " }' "$TSV")
+  echo
+  echo "Non-2xx responses and socket errors: ${bad:-none}."
+  echo
+  echo "Time spent waiting for other processes to leave the CPU: ${WAITED} s. Runs repeated because other processes used more than ${MAX_OTHER}% of a core during them: $RETRIED; still disturbed after three attempts: ${DISTURBED:-none}."
+  echo
+  echo "## Counter exactness (one cookie: the stored counter against the 2xx counter pages wrk received, plus the visit that made the session)"
+  echo
+  echo "| server | conns | counter / expected, per round | lost |"
+  echo "| --- | ---: | --- | ---: |"
+  for s in $SERVERS; do
+    for conns in $CONNECTIONS; do
+      cells=$(rows main "$s" cookie "$conns" | awk -F'\t' '{ printf "%s%s / %s", sep, $15, $16; sep = ", " }')
+      lost=$(rows main "$s" cookie "$conns" | awk -F'\t' '{ l = ($16 > 0) ? ($16 - $15) / $16 * 100 : 0; printf "%s%.2f%%", sep, l; sep = ", " }')
+      printf '| %s | %s | %s | %s |\n' "${LABEL[$s]}" "$conns" "$cells" "$lost"
+    done
+  done
+  echo
+  echo "## Memory"
+  echo
+  echo "| server | Redis MEMORY USAGE of one session | Redis used_memory growth per session ($(int $MEMORY_SESSIONS) new sessions) | server peak RSS (VmHWM) under load |"
+  echo "| --- | ---: | ---: | ---: |"
+  for s in $SERVERS; do
+    printf '| %s | %s B | %s B%s | %s MB%s |\n' "${LABEL[$s]}" "${MEM_USAGE[$s]}" "${MEM_GROWTH[$s]}" \
+      "${MEM_NOTE[$s]:+ (${MEM_NOTE[$s]})}" "$(awk -v k="${HWM_KB[$s]}" 'BEGIN { printf "%.1f", k / 1024 }')" \
+      "$([ "$s" = express2 ] && echo ', primary + 2 workers')"
+  done
+  if [[ " $SERVERS " == *" ours "* ]]; then
+    echo
+    echo "## Redis ceiling (redis-benchmark: the one EVALSHA of APPLY_LUA that a counter request costs, on an existing session)"
+    echo
+    echo "| conns | EVALSHA/s | p50 | p99 | ours, one cookie, req/s | ours ÷ ceiling |"
+    echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
+    for conns in $CONNECTIONS; do
+      o=$(med rps main ours cookie "$conns" 0)
+      printf '| %s | %s | %s ms | %s ms | %s | %s |\n' "$conns" "$(int "${CEIL_RPS[$conns]}")" "${CEIL_P50[$conns]}" "${CEIL_P99[$conns]}" \
+        "$(int "$o")" "$(ratio "$o" "${CEIL_RPS[$conns]}")"
+    done
+    [ -n "$CEIL_NOTE" ] && { echo; echo "Note: $CEIL_NOTE."; }
+    echo
+    echo "## Scaling (ours, one cookie, 32 connections, sessions already in Redis)"
+    echo
+    echo "| sessions in Redis | req/s | p50 | p99 | ÷ first row |"
+    echo "| ---: | ---: | ---: | ---: | ---: |"
+    base=""
+    for n in $SCALING; do
+      v=$(med rps scale ours cookie 32 "$n")
+      [ -z "$base" ] && base=$v
+      printf '| %s | %s | %s | %s | %s |\n' "$(int "$n")" "$(int "$v")" "$(ms "$(med p50_us scale ours cookie 32 "$n")")" \
+        "$(ms "$(med p99_us scale ours cookie 32 "$n")")" "$(ratio "$v" "$base")"
+    done
+    flat=$(ratio "$v" "$base")
+    echo
+    echo "Largest against smallest: ${flat}× ($(awk -v x="$flat" 'BEGIN { print (x != "n/a" && x >= 0.9 && x <= 1.1) ? "flat within ±10%" : "not flat within ±10%" }'))."
+  fi
+
+  # --- Targets ---
+  echo
+  echo "## Targets"
+  echo
+  verdict() { awk -v x="$1" -v lim="$2" -v op="$3" 'BEGIN { if (x == "") { print "SKIP"; exit } ok = (op == ">=") ? x + 0 >= lim + 0 : x + 0 <= lim + 0; print ok ? "PASS" : "FAIL" }'; }
+  c32_ours=$(med rps main ours cookie 32 0)
+  line() { printf -- '- %s: %s\n' "$1" "$2"; }
+  if [[ " $SERVERS " == *" ours "* ]]; then
+    r=$(ratio "$c32_ours" "$(med rps main express1 cookie 32 0)"); [ "$r" = n/a ] && r=""
+    shown=${r:+${r}×}
+    line "$(verdict "$r" 6 '>=')" "one cookie, 32 conns: ours ≥ 6× express 1 process (${shown:-not run})"
+    r=$(ratio "$c32_ours" "$(med rps main actix-manager cookie 32 0)"); [ "$r" = n/a ] && r=""
+    shown=${r:+${r}×}
+    line "$(verdict "$r" 1.2 '>=')" "one cookie, 32 conns: ours ≥ 1.2× actix-session manager mode (${shown:-not run})"
+    p99c=$(med p99_us main ours cookie 32 0); p99n=$(med p99_us main ours nocookie 32 0)
+    worst=$(printf '%s\n%s\n' "$p99c" "$p99n" | sort -g | tail -1)
+    line "$(verdict "$worst" 3000 '<=')" "ours p99 ≤ 3 ms at 32 conns (one cookie $(ms "$p99c"), no cookie $(ms "$p99n"))"
+    line "$(verdict "${HWM_KB[ours]}" 20480 '<=')" "ours peak RSS ≤ 20 MB ($(awk -v k="${HWM_KB[ours]}" 'BEGIN { printf "%.1f", k / 1024 }') MB)"
+    line "$(verdict "${MEM_USAGE[ours]}" 128 '<=')" "≤ 128 B of Redis memory per session, MEMORY USAGE (${MEM_USAGE[ours]} B; used_memory growth ${MEM_GROWTH[ours]} B)"
+    exact_all=$(awk -F'\t' 'NR > 1 && $3 == "ours" && $4 == "cookie" { n++; if ($15 == $16) e++ } END { printf "%d %d", e, n }' "$TSV")
+    read -r e n <<<"$exact_all"
+    [ "$e" -eq "$n" ] && [ "$n" -gt 0 ] && v=PASS || v=FAIL
+    line "$v" "exact counts: ours' counter equals its 2xx counter responses in $e of $n one-cookie runs"
+    rt_bad=$(awk -F'\t' 'NR > 1 && $3 == "ours" { n++; if ($17 < 0.995 || $17 > 1.005) b++; if ($17 > m) m = $17 } END { printf "%d %d %.3f", b, n, m }' "$TSV")
+    read -r b n m <<<"$rt_bad"
+    [ "$b" -eq 0 ] && [ "$n" -gt 0 ] && v=PASS || v=FAIL
+    line "$v" "one Redis round trip per counter request (every one of ours' $n runs within 1.00 ± 0.005; highest $m)"
+  else
+    echo "- SKIP: ours was not part of this run"
+  fi
+} >"$RESULTS"
+
+echo
+cat "$RESULTS"
+echo
+note "results written to $RESULTS; raw runs in $TSV"
