@@ -27,8 +27,11 @@ pub struct LogGuard {
 pub fn init(settings: &LogSettings) -> LogGuard {
     // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The default queue holds 128,000 lines, megabytes in a 64M container; 4,096 lines is
+    // plenty to absorb bursts, and the writer blocks rather than grow past it.
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(4096)
         .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

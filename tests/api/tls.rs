@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{BinaryApp, RedisServer, SECRET_A, client, free_port, scratch_dir};
+use crate::helpers::{BinaryApp, RedisServer, SECRET_A, ScratchDir, client, free_port};
 
 /// Makes a CA and a server certificate for 127.0.0.1/localhost with openssl.
 fn make_certificates(dir: &Path) {
@@ -100,9 +100,10 @@ fn tls_redis(dir: &Path) -> RedisServer {
 
 #[tokio::test]
 async fn a_tls_binding_is_verified_with_the_platform_ca_and_serves_sessions() {
-    let dir = scratch_dir("tls");
-    make_certificates(&dir);
-    let redis = tls_redis(&dir);
+    let scratch = ScratchDir::new("tls");
+    let dir = &scratch.0;
+    make_certificates(dir);
+    let redis = tls_redis(dir);
     // The p.redis shape: a tls_port means TLS.
     let services = format!(
         r#"{{"p.redis":[{{"label":"p.redis","name":"tls-redis","tags":["redis"],
@@ -135,14 +136,15 @@ async fn a_tls_binding_is_verified_with_the_platform_ca_and_serves_sessions() {
 
 #[tokio::test]
 async fn a_tls_server_with_an_untrusted_certificate_is_refused() {
-    let dir = scratch_dir("tls-untrusted");
-    make_certificates(&dir);
-    let redis = tls_redis(&dir);
+    let scratch = ScratchDir::new("tls-untrusted");
+    let dir = &scratch.0;
+    make_certificates(dir);
+    let redis = tls_redis(dir);
     // Trust only an unrelated CA, so the server's chain cannot verify.
-    let other = scratch_dir("tls-other");
-    make_certificates(&other);
+    let other = ScratchDir::new("tls-other");
+    make_certificates(&other.0);
     let url = format!("rediss://127.0.0.1:{}", redis.port());
-    let ca = other.join("ca.crt").to_string_lossy().into_owned();
+    let ca = other.0.join("ca.crt").to_string_lossy().into_owned();
     let app = BinaryApp::start(&[
         ("REDIS_URL", &url),
         ("SSL_CERT_FILE", &ca),
