@@ -789,27 +789,7 @@ mod tests {
     #[test]
     #[ignore = "fuzzing; run by ci/fuzz.sh"]
     fn fuzz_settings() {
-        let names = prop::sample::select(vec![
-            "PORT",
-            "VCAP_APPLICATION",
-            "VCAP_SERVICES",
-            "CF_INSTANCE_INDEX",
-            "REDIS_URL",
-            "REDIS_SERVICE_NAME",
-            "SESSION_STORE",
-            "SESSION_SECRET",
-            "SESSION_TTL_SECONDS",
-            "SESSION_COOKIE_NAME",
-            "COOKIE_SECURE",
-            "REDIS_POOL_SIZE",
-            "REDIS_TIMEOUT_MS",
-            "SHUTDOWN_TIMEOUT_SECONDS",
-            "LOG_FORMAT",
-            "RUST_LOG",
-            "SESSION_KEY_PREFIX",
-            "MEMORY_STORE_MAX_SESSIONS",
-            "HTTP_WORKERS",
-        ]);
+        let names = prop::sample::select(VARIABLES);
         let value = prop_oneof![
             ".{0,60}",
             "[0-9-]{1,8}",
@@ -830,12 +810,7 @@ mod tests {
         #[test]
         fn arbitrary_values_never_panic(
             vars in prop::collection::vec(
-                (prop::sample::select(vec![
-                    "PORT", "VCAP_APPLICATION", "VCAP_SERVICES", "CF_INSTANCE_INDEX", "REDIS_URL",
-                    "REDIS_SERVICE_NAME", "SESSION_STORE", "SESSION_SECRET", "SESSION_TTL_SECONDS",
-                    "SESSION_COOKIE_NAME", "COOKIE_SECURE", "REDIS_POOL_SIZE", "REDIS_TIMEOUT_MS",
-                    "SHUTDOWN_TIMEOUT_SECONDS", "LOG_FORMAT", "RUST_LOG", "SESSION_KEY_PREFIX",
-                ]), ".{0,40}"),
+                (prop::sample::select(VARIABLES), ".{0,40}"),
                 0..8,
             )
         ) {
