@@ -391,13 +391,17 @@ impl RawEnv {
             }
         };
         let filter = self.rust_log.clone().unwrap_or_else(|| "info".to_owned());
-        if tracing_subscriber::EnvFilter::builder()
-            .parse(&filter)
-            .is_err()
+        // ASCII first: tracing-subscriber 0.3.23's directive parser panics on some non-ASCII
+        // input (it slices inside a character), which ci/fuzz.sh found. Targets, levels and
+        // field names are ASCII anyway.
+        if !filter.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            || tracing_subscriber::EnvFilter::builder()
+                .parse(&filter)
+                .is_err()
         {
             return Err(ConfigError::Invalid {
                 var: "RUST_LOG",
-                expected: "a log filter such as info or redis_sessions=debug,info",
+                expected: "an ASCII log filter such as info or redis_sessions=debug,info",
                 got: filter,
             });
         }
@@ -734,6 +738,14 @@ mod tests {
             ),
             (&[("LOG_FORMAT", "xml")], "LOG_FORMAT must be json or text"),
             (&[("RUST_LOG", "info,[[[")], "RUST_LOG must be"),
+            // Found by fuzzing: this made tracing-subscriber's parser panic.
+            (
+                &[(
+                    "RUST_LOG",
+                    " P\u{5bc81}\r\u{31377}=G'\u{feff}?*¥\u{7f}\"\0{)\u{496e1}\\<\t\u{4}",
+                )],
+                "RUST_LOG must be",
+            ),
             (
                 &[("CF_INSTANCE_INDEX", "first")],
                 "CF_INSTANCE_INDEX must be",
