@@ -202,19 +202,22 @@ impl RedisStore {
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
         Ok(Self::with_pool(
-            client, config, pool_size, timeout, key_prefix,
+            client,
+            config,
+            pool_size,
+            timeout,
+            format!("{key_prefix}:secret"),
         ))
     }
 
     /// A store with the same settings and a pool of its own, for one HTTP worker thread.
     pub fn for_worker(&self) -> Self {
-        let prefix = self.secret_key.trim_end_matches(":secret");
         Self::with_pool(
             self.client.clone(),
             self.config.clone(),
             self.pool_size,
             self.timeout,
-            prefix,
+            self.secret_key.clone(),
         )
     }
 
@@ -223,7 +226,7 @@ impl RedisStore {
         config: AsyncConnectionConfig,
         pool_size: usize,
         timeout: Duration,
-        key_prefix: &str,
+        secret_key: String,
     ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let manager = RedisManager {
@@ -244,7 +247,7 @@ impl RedisStore {
             pool_size,
             generation,
             timeout,
-            secret_key: format!("{key_prefix}:secret"),
+            secret_key,
             apply: Lua::new(APPLY_LUA),
             load: Lua::new(LOAD_LUA),
             secret: Lua::new(SECRET_LUA),
