@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{
+use crate::support::{
     BinaryApp, RedisServer, SECRET_A, client, run_binary_expecting_exit, session_cookie,
 };
 
@@ -201,7 +201,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_in_time() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    crate::helpers::signal(app.child.id(), "TERM");
+    crate::support::signal(app.child.id(), "TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
     // New connections are refused while the old ones drain.
     assert!(
@@ -245,7 +245,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_in_time() {
 #[test]
 fn sigint_also_exits_zero() {
     let mut app = BinaryApp::start(&[("SESSION_STORE", "memory")]);
-    crate::helpers::signal(app.child.id(), "INT");
+    crate::support::signal(app.child.id(), "INT");
     let status = app.wait_exit(Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }

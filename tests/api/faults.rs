@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::health::wait_until_ready;
-use crate::helpers::{RedisServer, TestApp};
+use crate::support::{RedisServer, TestApp};
 
 /// REDIS_TIMEOUT_MS for these tests, and the slack allowed on top of it.
 const TIMEOUT_MS: u64 = 300;
@@ -233,7 +233,7 @@ async fn the_first_request_after_a_redis_restart_succeeds() {
         "no 503 for a connection that died while idle"
     );
     assert_eq!(
-        crate::helpers::visits_in_page(&res.text().await.unwrap()),
+        crate::support::visits_in_page(&res.text().await.unwrap()),
         3
     );
     app.stop().await;

@@ -9,7 +9,7 @@ use redis_sessions::session::store::{MemoryStore, RedisStore};
 use redis_sessions::session::{Keys, Session, SessionConfig, SessionMiddleware, SessionStore};
 use secrecy::SecretString;
 
-use crate::helpers::{RedisServer, SECRET_A};
+use crate::support::{RedisServer, SECRET_A};
 
 fn config() -> SessionConfig {
     SessionConfig {

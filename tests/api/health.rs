@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{RedisServer, TestApp, free_port};
+use crate::support::{RedisServer, TestApp, free_port};
 
 #[tokio::test]
 async fn health_is_up_and_sets_no_cookie_even_with_redis_down() {
@@ -73,7 +73,7 @@ async fn ready_turns_down_when_redis_dies_and_up_when_it_returns() {
 #[tokio::test]
 async fn the_service_starts_with_redis_down_and_recovers_when_it_appears() {
     let port = free_port();
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         Some(&format!("redis://127.0.0.1:{port}")),
         &[],
     ))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_redis::redis;
 
-use crate::helpers::{
+use crate::support::{
     RedisServer, SECRET_A, SECRET_B, TestApp, session_cookie, set_cookie_headers,
 };
 

@@ -10,7 +10,7 @@ use redis_sessions::session::store::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::helpers::RedisServer;
+use crate::support::RedisServer;
 
 const TTL: Duration = Duration::from_secs(60);
 

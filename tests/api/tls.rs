@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::{BinaryApp, RedisServer, SECRET_A, ScratchDir, client, free_port};
+use crate::support::{BinaryApp, RedisServer, SECRET_A, ScratchDir, client, free_port};
 
 /// Makes a CA and a server certificate for 127.0.0.1/localhost with openssl.
 fn make_certificates(dir: &Path) {
