@@ -74,6 +74,14 @@ pub fn find_redis_binding(
     service_name: Option<&str>,
 ) -> Result<Option<RedisBinding>, VcapError> {
     let doc: Value = serde_json::from_str(vcap_services).map_err(VcapError::InvalidJson)?;
+    find_redis_binding_in(&doc, service_name)
+}
+
+/// [`find_redis_binding`] over a document already parsed, so the settings parse it once.
+pub fn find_redis_binding_in(
+    doc: &Value,
+    service_name: Option<&str>,
+) -> Result<Option<RedisBinding>, VcapError> {
     let services = doc.as_object().ok_or(VcapError::NotAnObject)?;
     let bindings: Vec<Binding<'_>> = services
         .iter()

@@ -1,0 +1,140 @@
+//! The session store: Redis (from `REDIS_URL` or `VCAP_SERVICES`) or the embedded one.
+
+use std::time::Duration;
+
+use super::env::{RawEnv, parse_num};
+use super::{ConfigError, RedisEndpoint, VcapError, find_redis_binding_in};
+
+/// The session store to build.
+#[derive(Clone, Debug)]
+pub enum StoreSettings {
+    /// Redis, shared by every instance.
+    Redis(RedisSettings),
+    /// The embedded per-process store.
+    Memory {
+        /// Upper bound on stored sessions.
+        max_sessions: usize,
+    },
+}
+
+/// How to reach Redis and how long to wait for it.
+#[derive(Clone, Debug)]
+pub struct RedisSettings {
+    /// The server.
+    pub endpoint: RedisEndpoint,
+    /// Where the endpoint came from, for the start-up log.
+    pub source: RedisSource,
+    /// Maximum pooled connections.
+    pub pool_size: usize,
+    /// Deadline for Redis work in one request: pool wait, connect and command.
+    pub timeout: Duration,
+}
+
+/// Where the Redis endpoint was configured.
+#[derive(Clone, Debug)]
+pub enum RedisSource {
+    /// `REDIS_URL`.
+    Url,
+    /// A `VCAP_SERVICES` binding.
+    Binding {
+        /// Binding name.
+        name: String,
+        /// Service label.
+        label: String,
+    },
+}
+
+impl StoreSettings {
+    /// `SESSION_STORE`, `REDIS_URL`, `VCAP_SERVICES`, `REDIS_SERVICE_NAME`, `REDIS_POOL_SIZE`,
+    /// `REDIS_TIMEOUT_MS` and `MEMORY_STORE_MAX_SESSIONS`.
+    pub(super) fn from_raw(raw: &RawEnv, on_cloud_foundry: bool) -> Result<Self, ConfigError> {
+        #[derive(PartialEq)]
+        enum Choice {
+            Auto,
+            Redis,
+            Memory,
+        }
+        let choice = match raw.session_store.as_deref().map(str::trim) {
+            None => Choice::Auto,
+            Some(v) if v.eq_ignore_ascii_case("auto") => Choice::Auto,
+            Some(v) if v.eq_ignore_ascii_case("redis") => Choice::Redis,
+            Some(v) if v.eq_ignore_ascii_case("memory") => Choice::Memory,
+            Some(v) => {
+                return Err(ConfigError::Invalid {
+                    var: "SESSION_STORE",
+                    expected: "auto, redis or memory",
+                    got: v.to_owned(),
+                });
+            }
+        };
+        let pool_size = parse_num(
+            raw.redis_pool_size.as_deref(),
+            "REDIS_POOL_SIZE",
+            "a number of connections between 1 and 256",
+            8,
+            1..=256,
+        )?;
+        let timeout = Duration::from_millis(parse_num(
+            raw.redis_timeout_ms.as_deref(),
+            "REDIS_TIMEOUT_MS",
+            "a number of milliseconds between 1 and 60000",
+            500,
+            1..=60_000,
+        )?);
+        let max_sessions = parse_num(
+            raw.memory_store_max_sessions.as_deref(),
+            "MEMORY_STORE_MAX_SESSIONS",
+            "a number of sessions between 1 and 100000000",
+            100_000,
+            1..=100_000_000,
+        )?;
+
+        // Both documents are validated even when unused, so a broken binding is never a surprise later.
+        let url = raw
+            .redis_url
+            .as_deref()
+            .map(|u| RedisEndpoint::from_url(u).map_err(ConfigError::RedisUrl))
+            .transpose()?;
+        let services: Option<serde_json::Value> = raw
+            .vcap_services
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| ConfigError::Vcap(VcapError::InvalidJson(e)))?;
+        if choice == Choice::Memory {
+            return Ok(StoreSettings::Memory { max_sessions });
+        }
+        let found = match url {
+            Some(endpoint) => Some((endpoint, RedisSource::Url)),
+            None => match &services {
+                Some(services) => {
+                    find_redis_binding_in(services, raw.redis_service_name.as_deref())?.map(|b| {
+                        let source = RedisSource::Binding {
+                            name: b.name,
+                            label: b.label,
+                        };
+                        (b.endpoint, source)
+                    })
+                }
+                None if raw.redis_service_name.is_some() => {
+                    return Err(ConfigError::Vcap(VcapError::NoSuchService {
+                        wanted: raw.redis_service_name.clone().unwrap_or_default(),
+                        available: vec![],
+                    }));
+                }
+                None => None,
+            },
+        };
+        match found {
+            Some((endpoint, source)) => Ok(StoreSettings::Redis(RedisSettings {
+                endpoint,
+                source,
+                pool_size,
+                timeout,
+            })),
+            None if choice == Choice::Redis => Err(ConfigError::RedisRequired),
+            None if on_cloud_foundry => Err(ConfigError::NoRedisOnCloudFoundry),
+            None => Ok(StoreSettings::Memory { max_sessions }),
+        }
+    }
+}
