@@ -13,8 +13,9 @@ use actix_web::{Error, HttpMessage};
 
 use super::SessionConfig;
 use super::cookie::find_session_cookie;
-use super::handle::{CookieAction, Session};
+use super::handle::Session;
 use super::keys::Keys;
+use super::state::CookieAction;
 use super::store::SessionStore;
 use crate::config::CookieSecure;
 

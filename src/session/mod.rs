@@ -12,15 +12,17 @@ mod handle;
 pub mod id;
 pub mod keys;
 mod middleware;
+mod state;
 pub mod store;
 
 use std::time::Duration;
 
 use crate::config::CookieSecure;
 
-pub use self::handle::{CookieAction, Session};
+pub use self::handle::Session;
 pub use self::keys::Keys;
 pub use self::middleware::SessionMiddleware;
+pub use self::state::CookieAction;
 pub use self::store::{SessionStore, StoreError, StoreKind};
 
 /// How sessions and their cookie behave.

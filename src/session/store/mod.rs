@@ -9,6 +9,7 @@ pub mod redis;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -119,4 +120,17 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Returns the signing secret every instance shares, storing `candidate` if none exists yet.
     async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError>;
+}
+
+/// Runs `call` until `deadline`; past it, the call is dropped and this is the one place a
+/// [`StoreError::Timeout`] is made. `limit` is the configured budget the error reports.
+pub async fn within<T, E: From<StoreError>>(
+    deadline: tokio::time::Instant,
+    limit: Duration,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(limit).into()),
+    }
 }
