@@ -15,7 +15,7 @@ use crate::config::{RedisSource, Settings, StoreSettings};
 use crate::routes::{self, AppInfo, Readiness};
 use crate::session::store::{MemoryStore, RedisStore};
 use crate::session::{
-    Keys, SessionConfig, SessionError, SessionMiddleware, SessionStore, StoreKind,
+    SessionConfig, SessionError, SessionMiddleware, SessionStore, SigningKeys, StoreKind,
 };
 use crate::telemetry::{self, RequestSpan};
 
@@ -141,7 +141,7 @@ impl Application {
         S: SessionStore,
         F: Fn() -> Arc<S> + Clone + Send + 'static,
     {
-        let keys = Arc::new(Keys::for_store(&settings.session.secrets, kind)?);
+        let keys = Arc::new(SigningKeys::for_store(&settings.session.secrets, kind)?);
         let session_config = SessionConfig {
             cookie_name: settings.session.cookie_name.clone(),
             cookie_secure: settings.session.cookie_secure,

@@ -11,7 +11,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::cookie::{CookieProblem, RawCookie};
-use super::keys::Keys;
+use super::signing::SigningKeys;
 use super::state::{CookieAction, SessionState};
 use super::store::{SessionStore, StoreError};
 use super::{SessionConfig, SessionError};
@@ -23,7 +23,7 @@ pub struct Session(Rc<SessionState>);
 impl Session {
     pub(crate) fn new(
         store: Arc<dyn SessionStore>,
-        keys: Arc<Keys>,
+        keys: Arc<SigningKeys>,
         config: Arc<SessionConfig>,
         cookie: Result<Option<RawCookie>, CookieProblem>,
     ) -> Self {

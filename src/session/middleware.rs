@@ -14,7 +14,7 @@ use actix_web::{Error, HttpMessage};
 use super::SessionConfig;
 use super::cookie::find_session_cookie;
 use super::handle::Session;
-use super::keys::Keys;
+use super::signing::SigningKeys;
 use super::state::CookieAction;
 use super::store::SessionStore;
 use crate::config::CookieSecure;
@@ -22,13 +22,13 @@ use crate::config::CookieSecure;
 /// Session middleware, generic over the store; see the module docs for the request path.
 pub struct SessionMiddleware<S> {
     store: Arc<S>,
-    keys: Arc<Keys>,
+    keys: Arc<SigningKeys>,
     config: Arc<SessionConfig>,
 }
 
 impl<S: SessionStore> SessionMiddleware<S> {
     /// Sessions kept in `store`, signed with `keys`.
-    pub fn new(store: Arc<S>, keys: Arc<Keys>, config: SessionConfig) -> Self {
+    pub fn new(store: Arc<S>, keys: Arc<SigningKeys>, config: SessionConfig) -> Self {
         Self {
             store,
             keys,
@@ -64,7 +64,7 @@ where
 pub struct SessionService<Svc> {
     service: Rc<Svc>,
     store: Arc<dyn SessionStore>,
-    keys: Arc<Keys>,
+    keys: Arc<SigningKeys>,
     config: Arc<SessionConfig>,
 }
 

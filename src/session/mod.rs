@@ -10,8 +10,8 @@
 pub mod cookie;
 mod handle;
 pub mod id;
-pub mod keys;
 mod middleware;
+pub mod signing;
 mod state;
 pub mod store;
 
@@ -20,8 +20,8 @@ use std::time::Duration;
 use crate::config::CookieSecure;
 
 pub use self::handle::Session;
-pub use self::keys::Keys;
 pub use self::middleware::SessionMiddleware;
+pub use self::signing::SigningKeys;
 pub use self::state::CookieAction;
 pub use self::store::{SessionStore, StoreError, StoreKind};
 

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::cookie::{CookieProblem, Keyring, RawCookie};
 use super::id::SessionId;
-use super::keys::Keys;
+use super::signing::SigningKeys;
 use super::store::{self, Applied, Presence, Record, SessionStore, StoreError, Update};
 use super::{SessionConfig, SessionError};
 
@@ -95,7 +95,7 @@ pub(super) struct SessionState {
     /// When the request's store work must be done by; set by the first store call.
     deadline: OnceCell<Instant>,
     store: Arc<dyn SessionStore>,
-    keys: Arc<Keys>,
+    keys: Arc<SigningKeys>,
     config: Arc<SessionConfig>,
     state: RefCell<State>,
 }
@@ -103,7 +103,7 @@ pub(super) struct SessionState {
 impl SessionState {
     pub(super) fn new(
         store: Arc<dyn SessionStore>,
-        keys: Arc<Keys>,
+        keys: Arc<SigningKeys>,
         config: Arc<SessionConfig>,
         cookie: Result<Option<RawCookie>, CookieProblem>,
     ) -> Self {

@@ -6,7 +6,9 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, test, web};
 use redis_sessions::config::{CookieSecure, RedisEndpoint};
 use redis_sessions::session::store::{MemoryStore, RedisStore};
-use redis_sessions::session::{Keys, Session, SessionConfig, SessionMiddleware, SessionStore};
+use redis_sessions::session::{
+    Session, SessionConfig, SessionMiddleware, SessionStore, SigningKeys,
+};
 use secrecy::SecretString;
 
 use crate::support::{RedisServer, SECRET_A};
@@ -54,7 +56,8 @@ async fn set_then_count(
 
 /// Runs the scenario against an app over `store`.
 async fn scenario<S: SessionStore>(store: Arc<S>) {
-    let keys = Arc::new(Keys::for_store(&[SecretString::from(SECRET_A)], store.kind()).unwrap());
+    let keys =
+        Arc::new(SigningKeys::for_store(&[SecretString::from(SECRET_A)], store.kind()).unwrap());
     let app = test::init_service(
         App::new()
             .route("/set/{field}/{value}", web::post().to(set))
@@ -169,7 +172,7 @@ async fn instances_keep_agreeing_on_the_shared_secret_after_redis_loses_it() {
             .unwrap();
     };
 
-    let running = Keys::shared(every);
+    let running = SigningKeys::shared(every);
     let cookie = running
         .get(&store)
         .await
@@ -181,7 +184,7 @@ async fn instances_keep_agreeing_on_the_shared_secret_after_redis_loses_it() {
     flush();
     tokio::time::sleep(every * 2).await;
     running.get(&store).await.unwrap();
-    let started_later = Keys::shared(every);
+    let started_later = SigningKeys::shared(every);
     assert!(
         started_later
             .get(&store)
@@ -194,7 +197,7 @@ async fn instances_keep_agreeing_on_the_shared_secret_after_redis_loses_it() {
     // If a new instance wins the race instead, the running one adopts its secret and still
     // accepts the cookies it signed before.
     flush();
-    let newcomer = Keys::shared(every);
+    let newcomer = SigningKeys::shared(every);
     let new_cookie = newcomer
         .get(&store)
         .await
@@ -224,7 +227,7 @@ async fn all_the_store_work_of_a_request_shares_one_deadline() {
     let timeout = Duration::from_millis(300);
     let store = Arc::new(RedisStore::new(&endpoint, 2, timeout, "sess").unwrap());
     // A shared secret that is due for its re-check, so a request makes two store calls.
-    let keys = Arc::new(Keys::shared(Duration::from_millis(50)));
+    let keys = Arc::new(SigningKeys::shared(Duration::from_millis(50)));
     let app = test::init_service(
         App::new()
             .route("/both", web::post().to(set_then_count))

@@ -20,7 +20,7 @@ const SHARED_SECRET_REFRESH: Duration = Duration::from_secs(30);
 
 /// The signing keys, known at start-up or shared through the store.
 #[derive(Debug)]
-pub struct Keys(Source);
+pub struct SigningKeys(Source);
 
 #[derive(Debug)]
 enum Source {
@@ -39,8 +39,8 @@ struct Shared {
     checked: Instant,
 }
 
-impl Keys {
-    /// Keys for a store: the configured secrets, or a generated one (with a WARN).
+impl SigningKeys {
+    /// SigningKeys for a store: the configured secrets, or a generated one (with a WARN).
     ///
     /// Without `SESSION_SECRET` the memory store signs with a random per-process key, and
     /// Redis keeps one generated secret for every instance and restart to agree on, which
@@ -68,7 +68,7 @@ impl Keys {
         }
     }
 
-    /// Keys from a secret kept in the store, re-checked every `every`.
+    /// SigningKeys from a secret kept in the store, re-checked every `every`.
     pub fn shared(every: Duration) -> Self {
         Self(Source::Shared {
             cache: RwLock::new(None),
