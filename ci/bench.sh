@@ -532,14 +532,14 @@ if [[ " $SERVERS " == *" ours "* ]]; then
   get_cookie ours "$jar" >/dev/null
   key=$(rcli --scan --pattern 'sess:*' | awk '$0 != "sess:secret" && !k { k = $0 } END { print k }')
   [ -n "$key" ] || die "no session key for the ceiling run"
-  # The script text is the APPLY_LUA constant, byte for byte (it starts with a newline).
-  awk '/const APPLY_LUA: &str = r#"$/ { f = 1; printf "\n"; next } f && /^"#;/ { exit } f { print }' \
-    "$OURS_SRC/src/session/store/redis.rs" >"$RUNS/apply.lua"
-  [ -s "$RUNS/apply.lua" ] || die "APPLY_LUA not found in src/session/store/redis.rs"
+  # The server embeds this file with include_str!, so it is the script, byte for byte.
+  [ -s "$OURS_SRC/src/session/store/lua/apply.lua" ] \
+    || die "src/session/store/lua/apply.lua not found in the benchmarked revision"
+  cp "$OURS_SRC/src/session/store/lua/apply.lua" "$RUNS/apply.lua"
   sha=$(sha1sum "$RUNS/apply.lua" | cut -c1-40)
-  # Our server loaded its script while serving; the same SHA proves the extraction exact.
+  # Our server loaded its script while serving; the same SHA proves it is the same text.
   [ "$(rcli SCRIPT EXISTS "$sha" | tr -d '\r')" = 1 ] \
-    || CEIL_NOTE="the extracted APPLY_LUA text does not match the script our server loaded; the ceiling is approximate"
+    || CEIL_NOTE="src/session/store/lua/apply.lua does not match the script our server loaded; the ceiling is approximate"
   loaded=$(rcli -x SCRIPT LOAD <"$RUNS/apply.lua" | tr -d '\r')
   [ "$loaded" = "$sha" ] || die "SCRIPT LOAD answered $loaded, expected $sha"
   for conns in $CONNECTIONS; do
@@ -704,7 +704,7 @@ REPRO+="ci/bench.sh"
   done
   if [[ " $SERVERS " == *" ours "* ]]; then
     echo
-    echo "## Redis ceiling (redis-benchmark: the one EVALSHA of APPLY_LUA that a counter request costs, on an existing session)"
+    echo "## Redis ceiling (redis-benchmark: the one EVALSHA of src/session/store/lua/apply.lua that a counter request costs, on an existing session)"
     echo
     echo "| conns | EVALSHA/s | p50 | p99 | ours, one cookie, req/s | ours ÷ ceiling |"
     echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
