@@ -15,7 +15,8 @@ pub async fn live() -> HttpResponse {
         .json(json!({ "status": "UP" }))
 }
 
-/// `GET /ready`: the session store answers a `PING` in time, so traffic can be served.
+/// `GET /ready`: the session store answers in time and would accept this service's commands
+/// (for Redis: the ACL user's permissions), so traffic can be served.
 pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     let started = Instant::now();
     let result = readiness.store.ping().await;
@@ -27,10 +28,11 @@ pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
             json!({ "status": "UP", "checks": { store: { "status": "UP", "latency_ms": latency_ms } } }),
         ),
         Err(e) => {
-            tracing::warn!(error.message = %e, error.chain = %crate::telemetry::error_chain(&e), "readiness check failed");
+            let kind = e.kind().label();
+            tracing::warn!(error.kind = kind, error.message = %e, error.chain = %crate::telemetry::error_chain(&e), "readiness check failed");
             (
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "status": "DOWN", "checks": { store: { "status": "DOWN", "reason": e.to_string() } } }),
+                json!({ "status": "DOWN", "checks": { store: { "status": "DOWN", "kind": kind, "reason": e.to_string() } } }),
             )
         }
     };

@@ -76,29 +76,3 @@ pub enum SessionError {
     #[error("the session middleware is not installed on this route")]
     NotInstalled,
 }
-
-impl SessionError {
-    /// Whether this is the store being down or slow (answered 503) rather than a bug (500).
-    pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            SessionError::Store(StoreError::Timeout(_) | StoreError::Unavailable(_))
-        )
-    }
-}
-
-impl actix_web::ResponseError for SessionError {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        if self.is_unavailable() {
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            actix_web::http::StatusCode::INTERNAL_SERVER_ERROR
-        }
-    }
-
-    fn error_response(&self) -> actix_web::HttpResponse {
-        // Handlers map errors to pages or JSON themselves; this bare body is the fallback and
-        // deliberately says nothing about the cause.
-        actix_web::HttpResponse::build(self.status_code()).finish()
-    }
-}

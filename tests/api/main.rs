@@ -6,6 +6,7 @@ mod handle;
 mod health;
 mod hostile;
 mod sessions;
+mod store_errors;
 mod store_suite;
 mod support;
 mod tls;

@@ -83,7 +83,8 @@ pub enum Applied {
     Exists,
 }
 
-/// A store failure. Requests answer 503 for these; the log gets the full chain.
+/// A store failure. The routes map each [`StoreErrorKind`] to a status; the log gets the
+/// full chain.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No answer within the deadline (pool wait, connect and command together).
@@ -92,12 +93,156 @@ pub enum StoreError {
     /// The store could not be reached or the connection failed.
     #[error("the session store is unreachable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The store answered with an error.
+    /// Nothing listens at the store's address: down, or the wrong host or port.
+    #[error("the session store refused the connection")]
+    ConnectionRefused(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store is up but refuses this service's commands for a reason an operator can name.
+    #[error("the session store refused the command: {reason}")]
+    Rejected {
+        /// Why, as a closed set.
+        reason: Rejection,
+        /// The store's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store answered with an error this code has no name for (a bug, or foreign data).
     #[error("the session store refused a command")]
     Command(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store answered with something this code does not understand.
     #[error("the session store gave an unexpected reply: {0}")]
     Protocol(String),
+}
+
+/// Why a reachable store refuses commands; each one is fixed by a different person or wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// `OOM`: `maxmemory` reached and the eviction policy frees nothing (`noeviction`).
+    #[error("Redis is out of memory (maxmemory reached, OOM) and refuses writes")]
+    OutOfMemory,
+    /// `WRONGPASS`, `NOAUTH` or a failed `AUTH`: the credentials are wrong or missing.
+    #[error("Redis refused the credentials (WRONGPASS, NOAUTH or AUTH failed)")]
+    Auth,
+    /// `NOPERM`: the ACL user may not run a command or touch a key this service needs.
+    #[error("the Redis ACL user lacks a permission this service needs (NOPERM)")]
+    Permission,
+    /// `READONLY`: connected to a replica, typically right after a failover.
+    #[error("Redis is a read-only replica (READONLY), probably after a failover")]
+    ReadOnly,
+    /// `MASTERDOWN`: a replica that lost its primary and serves no stale data.
+    #[error("the Redis replica lost its primary (MASTERDOWN)")]
+    MasterDown,
+    /// `LOADING`: Redis is loading its dataset after a restart.
+    #[error("Redis is loading its dataset into memory (LOADING)")]
+    Loading,
+    /// `BUSY`: a script or module command is running past its time limit.
+    #[error("Redis is busy running a long script (BUSY)")]
+    Busy,
+    /// `MISCONF`: persistence failed and `stop-writes-on-bgsave-error` refuses writes.
+    #[error("Redis cannot persist to disk and refuses writes (MISCONF)")]
+    Persistence,
+}
+
+/// The class of a store call's outcome, for statuses, log lines and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StoreErrorKind {
+    /// The deadline passed.
+    Timeout,
+    /// The connection failed or dropped.
+    Connection,
+    /// Nothing listens at the address (TCP connection refused).
+    Refused,
+    /// See [`Rejection::OutOfMemory`].
+    OutOfMemory,
+    /// See [`Rejection::Auth`].
+    Auth,
+    /// See [`Rejection::Permission`].
+    Permission,
+    /// See [`Rejection::ReadOnly`].
+    ReadOnly,
+    /// See [`Rejection::MasterDown`].
+    MasterDown,
+    /// See [`Rejection::Loading`].
+    Loading,
+    /// See [`Rejection::Busy`].
+    Busy,
+    /// See [`Rejection::Persistence`].
+    Persistence,
+    /// An error reply with no name here.
+    Command,
+    /// A reply this code does not understand.
+    Protocol,
+}
+
+impl StoreErrorKind {
+    /// Every kind, for tables indexed by kind.
+    pub const ALL: [StoreErrorKind; 13] = [
+        StoreErrorKind::Timeout,
+        StoreErrorKind::Connection,
+        StoreErrorKind::Refused,
+        StoreErrorKind::OutOfMemory,
+        StoreErrorKind::Auth,
+        StoreErrorKind::Permission,
+        StoreErrorKind::ReadOnly,
+        StoreErrorKind::MasterDown,
+        StoreErrorKind::Loading,
+        StoreErrorKind::Busy,
+        StoreErrorKind::Persistence,
+        StoreErrorKind::Command,
+        StoreErrorKind::Protocol,
+    ];
+
+    /// A short lower-case label, stable for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Connection => "connection",
+            StoreErrorKind::Refused => "refused",
+            StoreErrorKind::OutOfMemory => "oom",
+            StoreErrorKind::Auth => "auth",
+            StoreErrorKind::Permission => "permission",
+            StoreErrorKind::ReadOnly => "readonly",
+            StoreErrorKind::MasterDown => "masterdown",
+            StoreErrorKind::Loading => "loading",
+            StoreErrorKind::Busy => "busy",
+            StoreErrorKind::Persistence => "misconf",
+            StoreErrorKind::Command => "command",
+            StoreErrorKind::Protocol => "protocol",
+        }
+    }
+
+    /// Its position in [`StoreErrorKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl From<Rejection> for StoreErrorKind {
+    fn from(reason: Rejection) -> Self {
+        match reason {
+            Rejection::OutOfMemory => StoreErrorKind::OutOfMemory,
+            Rejection::Auth => StoreErrorKind::Auth,
+            Rejection::Permission => StoreErrorKind::Permission,
+            Rejection::ReadOnly => StoreErrorKind::ReadOnly,
+            Rejection::MasterDown => StoreErrorKind::MasterDown,
+            Rejection::Loading => StoreErrorKind::Loading,
+            Rejection::Busy => StoreErrorKind::Busy,
+            Rejection::Persistence => StoreErrorKind::Persistence,
+        }
+    }
+}
+
+impl StoreError {
+    /// The class of this failure.
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Timeout(_) => StoreErrorKind::Timeout,
+            StoreError::Unavailable(_) => StoreErrorKind::Connection,
+            StoreError::ConnectionRefused(_) => StoreErrorKind::Refused,
+            StoreError::Rejected { reason, .. } => (*reason).into(),
+            StoreError::Command(_) => StoreErrorKind::Command,
+            StoreError::Protocol(_) => StoreErrorKind::Protocol,
+        }
+    }
 }
 
 /// Storage of sessions; implementations must apply each call atomically on one key.
@@ -115,7 +260,7 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Removes a session; `true` if it existed.
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError>;
 
-    /// Checks the store answers, for readiness.
+    /// Checks the store answers and would accept this service's commands, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Returns the signing secret every instance shares, storing `candidate` if none exists yet.

@@ -20,7 +20,10 @@ use deadpool_redis::redis::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::timeout_at;
 
-use super::{Applied, Presence, Record, SessionStore, StoreError, StoreKind, Update};
+use super::{
+    Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreErrorKind, StoreKind,
+    Update,
+};
 use crate::config::RedisEndpoint;
 use crate::session::id::SessionKey;
 
@@ -37,6 +40,25 @@ const LOAD_LUA: &str = include_str!("lua/load.lua");
 
 /// SET NX makes the first instance's secret everyone's; every caller gets the stored one back.
 const SECRET_LUA: &str = include_str!("lua/secret.lua");
+
+/// Readiness: checks, without running them, that this connection's ACL user may run every
+/// command the other scripts run on a key under the prefix, and answers the first refused
+/// one's name. Redis before 7.0 has no `acl_check_cmd`; there only `EVALSHA` itself is checked.
+///
+/// KEYS[1] the shared-secret key (a key under the session prefix, like every session's).
+const PROBE_LUA: &str = r#"
+if not redis.acl_check_cmd then return false end
+local k = KEYS[1]
+local needs = {
+  {'PING'}, {'SCRIPT', 'LOAD', 'return 1'}, {'EXPIRE', k, '1'}, {'EXISTS', k},
+  {'HINCRBY', k, 'f', '1'}, {'HSET', k, 'f', 'v'}, {'HDEL', k, 'f'}, {'HGETALL', k},
+  {'DEL', k}, {'SET', k, 'v', 'NX'}, {'GET', k},
+}
+for _, c in ipairs(needs) do
+  if not redis.acl_check_cmd(unpack(c)) then return c[1] end
+end
+return false
+"#;
 
 /// A pooled multiplexed connection and the pool generation it was made in.
 pub struct PooledConnection {
@@ -105,6 +127,7 @@ pub struct RedisStore {
     apply: Lua,
     load: Lua,
     secret: Lua,
+    probe: Lua,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -205,6 +228,7 @@ impl RedisStore {
             apply: Lua::new(APPLY_LUA),
             load: Lua::new(LOAD_LUA),
             secret: Lua::new(SECRET_LUA),
+            probe: Lua::new(PROBE_LUA),
         }
     }
 
@@ -230,6 +254,7 @@ impl RedisStore {
                 Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
                     return Err(StoreError::Timeout(self.timeout));
                 }
+                Ok(Err(managed::PoolError::Backend(e))) => return Err(classify(e)),
                 Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
                 Ok(Ok(pooled)) => (pooled.conn.clone(), pooled.generation),
             };
@@ -252,9 +277,20 @@ impl RedisStore {
                         retried = true;
                         continue;
                     }
-                    return Err(StoreError::Unavailable(Box::new(e)));
+                    return Err(classify(e));
                 }
-                Ok(Err(e)) => return Err(StoreError::Command(Box::new(e))),
+                Ok(Err(e)) => {
+                    let error = classify(e);
+                    if matches!(
+                        error.kind(),
+                        StoreErrorKind::ReadOnly | StoreErrorKind::MasterDown
+                    ) {
+                        // A failover demoted this server; fresh connections find the new
+                        // primary once the address points at it.
+                        self.retire(generation);
+                    }
+                    return Err(error);
+                }
                 Err(_) => {
                     // The command may still be queued on this connection; fresh ones are safer
                     // than inheriting a stalled or half-open socket.
@@ -269,6 +305,55 @@ impl RedisStore {
     fn retire(&self, generation: u64) {
         self.generation.fetch_max(generation + 1, Ordering::Relaxed);
     }
+}
+
+/// Names what a Redis error means for this service: a refusal an operator can act on, a
+/// connection failure, or an error reply with no name here.
+fn classify(e: RedisError) -> StoreError {
+    let reason = if e.kind() == ErrorKind::AuthenticationFailed {
+        Some(Rejection::Auth)
+    } else {
+        e.code()
+            .and_then(rejection_for_code)
+            .or_else(|| e.detail().and_then(code_inside_script_error))
+    };
+    match reason {
+        Some(reason) => StoreError::Rejected {
+            reason,
+            source: Box::new(e),
+        },
+        None if e.is_connection_refusal() => StoreError::ConnectionRefused(Box::new(e)),
+        None if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() => {
+            StoreError::Unavailable(Box::new(e))
+        }
+        None => StoreError::Command(Box::new(e)),
+    }
+}
+
+/// The refusal an error code stands for, if it is one this service names.
+fn rejection_for_code(code: &str) -> Option<Rejection> {
+    Some(match code {
+        "OOM" => Rejection::OutOfMemory,
+        "NOAUTH" | "WRONGPASS" => Rejection::Auth,
+        "NOPERM" => Rejection::Permission,
+        "READONLY" => Rejection::ReadOnly,
+        "MASTERDOWN" => Rejection::MasterDown,
+        "LOADING" => Rejection::Loading,
+        "BUSY" => Rejection::Busy,
+        "MISCONF" => Rejection::Persistence,
+        _ => return None,
+    })
+}
+
+/// The refusal behind an `ERR` from inside a script. Redis before 7.0 wraps the inner error
+/// as `Error running script (...): @user_script:1: -OOM command not allowed ...`; 7.0 passes
+/// most codes through but words an ACL refusal as `The user executing the script can't ...`.
+fn code_inside_script_error(detail: &str) -> Option<Rejection> {
+    if detail.starts_with("The user executing the script can't") {
+        return Some(Rejection::Permission);
+    }
+    let (_, inner) = detail.split_once(": -")?;
+    rejection_for_code(inner.split_whitespace().next()?)
 }
 
 /// Sends a command, loading its script first if Redis has forgotten it.
@@ -400,8 +485,18 @@ impl SessionStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.query::<()>(&redis::cmd("PING"), None, Retry::Idempotent)
-            .await
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.probe.sha).arg(1).arg(&self.secret_key);
+        let refused: Option<String> = self
+            .query(&cmd, Some(&self.probe), Retry::Idempotent)
+            .await?;
+        match refused {
+            None => Ok(()),
+            Some(command) => Err(StoreError::Rejected {
+                reason: Rejection::Permission,
+                source: format!("the ACL user may not run {command} on {}", self.secret_key).into(),
+            }),
+        }
     }
 
     async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError> {
@@ -414,5 +509,112 @@ impl SessionStore for RedisStore {
             .query(&cmd, Some(&self.secret), Retry::Idempotent)
             .await?;
         Ok(stored.map(SecretString::from).unwrap_or(candidate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(code: &str, detail: &str) -> RedisError {
+        redis::make_extension_error(code.to_owned(), Some(detail.to_owned()))
+    }
+
+    #[test]
+    fn every_named_error_reply_gets_its_kind() {
+        let cases = [
+            (
+                reply("OOM", "command not allowed when used memory > 'maxmemory'."),
+                StoreErrorKind::OutOfMemory,
+            ),
+            (
+                reply("NOAUTH", "Authentication required."),
+                StoreErrorKind::Auth,
+            ),
+            (
+                reply("WRONGPASS", "invalid username-password pair"),
+                StoreErrorKind::Auth,
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                )),
+                StoreErrorKind::Auth,
+            ),
+            (
+                reply("NOPERM", "this user has no permissions"),
+                StoreErrorKind::Permission,
+            ),
+            (
+                reply("MISCONF", "Redis is configured to save RDB snapshots"),
+                StoreErrorKind::Persistence,
+            ),
+            (
+                reply("BUSY", "Redis is busy running a script."),
+                StoreErrorKind::Busy,
+            ),
+            (
+                RedisError::from((ErrorKind::BusyLoadingError, "Loading")),
+                StoreErrorKind::Loading,
+            ),
+            (
+                RedisError::from((ErrorKind::ReadOnly, "read only")),
+                StoreErrorKind::ReadOnly,
+            ),
+            (
+                RedisError::from((ErrorKind::MasterDown, "master down")),
+                StoreErrorKind::MasterDown,
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::ResponseError,
+                    "script failed",
+                    "The user executing the script can't run this command or subcommand script: ab"
+                        .into(),
+                )),
+                StoreErrorKind::Permission,
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::ResponseError,
+                    "script failed",
+                    "Error running script (call to f_ab): @user_script:1: -OOM command not allowed"
+                        .into(),
+                )),
+                StoreErrorKind::OutOfMemory,
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::ResponseError,
+                    "script failed",
+                    "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+                )),
+                StoreErrorKind::Command,
+            ),
+            (
+                RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+                StoreErrorKind::Refused,
+            ),
+            (
+                RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+                StoreErrorKind::Connection,
+            ),
+        ];
+        for (error, kind) in cases {
+            let text = error.to_string();
+            assert_eq!(classify(error).kind(), kind, "{text}");
+        }
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_label() {
+        let mut labels: Vec<&str> = StoreErrorKind::ALL.iter().map(|k| k.label()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), StoreErrorKind::ALL.len());
+        for (i, kind) in StoreErrorKind::ALL.iter().enumerate() {
+            assert_eq!(kind.index(), i, "{kind:?} indexes its own slot");
+        }
     }
 }
