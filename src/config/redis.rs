@@ -17,6 +17,9 @@ pub struct RedisEndpoint {
     pub tls: bool,
     /// ACL user name (Redis 6+), if any.
     pub username: Option<String>,
+    /// A user name that may be a broker's placeholder (a binding's `uri` beside an explicit
+    /// password field): the password alone is tried first, then this user name.
+    pub tentative_username: Option<String>,
     /// Password or access key, if any.
     pub password: Option<SecretString>,
     /// Logical database number.
@@ -107,6 +110,7 @@ impl RedisEndpoint {
             port: parts.port.unwrap_or(DEFAULT_REDIS_PORT),
             tls: parts.tls,
             username: parts.username,
+            tentative_username: None,
             password: parts.password,
             db: parts.db.unwrap_or(0),
         })

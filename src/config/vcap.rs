@@ -8,7 +8,7 @@
 use secrecy::SecretString;
 use serde_json::{Map, Value};
 
-use super::redis::{DEFAULT_REDIS_PORT, RedisEndpoint, parse_url_parts, scheme_tls};
+use super::redis::{DEFAULT_REDIS_PORT, RedisEndpoint, UrlParts, parse_url_parts, scheme_tls};
 
 /// A Redis service binding found in `VCAP_SERVICES`.
 #[derive(Clone, Debug)]
@@ -125,6 +125,13 @@ pub fn find_redis_binding_in(
     chosen.to_redis_binding().map(Some)
 }
 
+/// Who to authenticate as, as [`Binding::credentials`] decided.
+struct Credentials {
+    username: Option<String>,
+    tentative_username: Option<String>,
+    password: Option<SecretString>,
+}
+
 /// One entry of a service array, read leniently: brokers omit and retype fields freely.
 struct Binding<'a> {
     label: &'a str,
@@ -206,6 +213,44 @@ impl<'a> Binding<'a> {
         }
     }
 
+    /// Who to authenticate as. Fields win, as everywhere; the URI's user name is special.
+    ///
+    /// Brokers that send an explicit `password` (or `primaryKey`) beside a `uri` put a
+    /// placeholder user name in the URI, because a URI needs something there: GOV.UK PaaS's
+    /// ElastiCache broker writes `rediss://x:PASSWORD@…`, SAP BTP's `redis-cache` writes
+    /// `rediss://no-user-name-for-redis:PASSWORD@…`. Their servers know only the default user,
+    /// and `AUTH x PASSWORD` fails with WRONGPASS. So in that shape the URI's user name is
+    /// only tentative: the connection authenticates with the password alone and tries the
+    /// user name only if Redis refuses that. A `username`/`user` field, or a URI that is the
+    /// only source of credentials, names a real ACL user and is used as given.
+    fn credentials(&self, parts: &UrlParts) -> Credentials {
+        let username_field = self
+            .cred_str("username")
+            .or_else(|| self.cred_str("user"))
+            .map(str::to_owned);
+        let password_field = self
+            .cred_str("password")
+            .or_else(|| self.cred_str("primaryKey"))
+            .map(|p| SecretString::from(p.to_owned()));
+        match (username_field, password_field) {
+            (Some(username), password) => Credentials {
+                username: Some(username),
+                tentative_username: None,
+                password: password.or_else(|| parts.password.clone()),
+            },
+            (None, Some(password)) => Credentials {
+                username: None,
+                tentative_username: parts.username.clone(),
+                password: Some(password),
+            },
+            (None, None) => Credentials {
+                username: parts.username.clone(),
+                tentative_username: None,
+                password: parts.password.clone(),
+            },
+        }
+    }
+
     fn to_redis_binding(&self) -> Result<RedisBinding, VcapError> {
         if self.credentials.is_none() {
             return Err(self.bad("there is no credentials object"));
@@ -221,12 +266,14 @@ impl<'a> Binding<'a> {
                     Some(Err(e)) => return Err(self.bad(format!("uri is unusable: {e}"))),
                     None => return Err(self.bad("it has neither host, hostname nor uri")),
                 };
+                let credentials = self.credentials(&parts);
                 RedisEndpoint {
                     host: parts.host.ok_or_else(|| self.bad("uri has no host"))?,
                     port: parts.port.unwrap_or(DEFAULT_REDIS_PORT),
                     tls: parts.tls,
-                    username: parts.username,
-                    password: parts.password,
+                    username: credentials.username,
+                    tentative_username: credentials.tentative_username,
+                    password: credentials.password,
                     db: parts.db.unwrap_or(0),
                 }
             }
@@ -245,11 +292,7 @@ impl<'a> Binding<'a> {
                         false,
                     ),
                 };
-                let password = self
-                    .cred_str("password")
-                    .or_else(|| self.cred_str("primaryKey"))
-                    .map(|p| SecretString::from(p.to_owned()))
-                    .or(parts.password);
+                let credentials = self.credentials(&parts);
                 RedisEndpoint {
                     host: host.trim().to_owned(),
                     port,
@@ -258,11 +301,9 @@ impl<'a> Binding<'a> {
                         || self.flag("tls_enabled")
                         || self.flag("ssl")
                         || parts.tls,
-                    username: self
-                        .cred_str("username")
-                        .map(str::to_owned)
-                        .or(parts.username),
-                    password,
+                    username: credentials.username,
+                    tentative_username: credentials.tentative_username,
+                    password: credentials.password,
                     db: parts.db.unwrap_or(0),
                 }
             }
@@ -568,6 +609,88 @@ pub(crate) mod tests {
             (e.port, e.password.unwrap().expose_secret()),
             (6390, "field")
         );
+    }
+
+    /// GOV.UK PaaS's ElastiCache broker (alphagov/paas-elasticache-broker): host, port,
+    /// name, password, uri with the placeholder user `x`, tls_enabled.
+    const GOVUK_ELASTICACHE: &str = r#"{"redis":[{"label":"redis","name":"sessions",
+        "plan":"tiny-6.x","tags":["elasticache","redis"],"credentials":{
+        "host":"master.cf-abc123.xyz.euw2.cache.amazonaws.com","port":6379,"name":"cf-abc123",
+        "password":"elasticache-fake-token",
+        "uri":"rediss://x:elasticache-fake-token@master.cf-abc123.xyz.euw2.cache.amazonaws.com:6379",
+        "tls_enabled":true}}]}"#;
+
+    /// SAP BTP's `redis-cache` (Peripli/service-manager pkg/env/cf_test.go): hostname, port,
+    /// password, tls, cluster_mode, uri with the placeholder user `no-user-name-for-redis`.
+    const SAP_REDIS_CACHE: &str = r#"{"redis-cache":[{"label":"redis-cache","name":"redis-test",
+        "plan":"standard","tags":["cache"],"credentials":{"cluster_mode":false,
+        "hostname":"master.rg-fake.iroxbd.euc1.cache.amazonaws.com","password":"fake-sap-pw",
+        "port":3283,"tls":true,
+        "uri":"rediss://no-user-name-for-redis:fake-sap-pw@master.rg-fake.iroxbd.euc1.cache.amazonaws.com:3283"}}]}"#;
+
+    #[test]
+    fn a_placeholder_user_beside_a_password_field_is_only_tentative() {
+        for (vcap, placeholder, password) in [
+            (GOVUK_ELASTICACHE, "x", "elasticache-fake-token"),
+            (SAP_REDIS_CACHE, "no-user-name-for-redis", "fake-sap-pw"),
+        ] {
+            let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
+            assert_eq!(e.username, None, "{placeholder}: the password goes alone");
+            assert_eq!(e.tentative_username.as_deref(), Some(placeholder));
+            assert_eq!(e.password.unwrap().expose_secret(), password);
+            assert!(e.tls, "{placeholder}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_user_field_or_a_uri_alone_names_a_real_acl_user() {
+        let cases = [
+            (
+                r#""host":"h","username":"app","password":"pw","uri":"redis://x:pw@h:1""#,
+                Some("app"),
+                "a username field wins over the uri",
+            ),
+            (
+                r#""host":"h","user":"app","password":"pw""#,
+                Some("app"),
+                "user is a synonym",
+            ),
+            (
+                r#""host":"h","username":"app","uri":"redis://x:uri-pw@h:1""#,
+                Some("app"),
+                "with a username field and no password field, the uri's password is used",
+            ),
+            (
+                r#""uri":"redis://app:pw@h:1""#,
+                Some("app"),
+                "a uri that is the only source of credentials",
+            ),
+            (
+                r#""host":"h","port":1,"uri":"redis://app:pw@h:1""#,
+                Some("app"),
+                "a uri that is the only source of credentials, beside a host field",
+            ),
+        ];
+        for (fields, username, why) in cases {
+            let vcap = format!(r#"{{"redis":[{{"name":"r","credentials":{{{fields}}}}}]}}"#);
+            let e = find_redis_binding(&vcap, None).unwrap().unwrap().endpoint;
+            assert_eq!(e.username.as_deref(), username, "{why}");
+            assert_eq!(e.tentative_username, None, "{why}");
+            assert!(e.password.is_some(), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_password_field_wins_over_the_uri_without_a_host_field_too() {
+        let vcap = r#"{"redis":[{"name":"r","credentials":{"password":"field",
+            "uri":"rediss://x:uri@h:7000"}}]}"#;
+        let e = find_redis_binding(vcap, None).unwrap().unwrap().endpoint;
+        assert_eq!(e.password.unwrap().expose_secret(), "field");
+        assert_eq!(
+            (e.username, e.tentative_username.as_deref()),
+            (None, Some("x"))
+        );
+        assert_eq!((e.host.as_str(), e.port, e.tls), ("h", 7000, true));
     }
 
     #[test]

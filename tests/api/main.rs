@@ -1,6 +1,7 @@
 //! Integration tests: the real application against real `redis-server` processes.
 
 mod binary;
+mod credentials;
 mod faults;
 mod handle;
 mod health;

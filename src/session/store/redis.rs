@@ -7,7 +7,7 @@
 //! throughput. Here a connection is dropped instead when a command on it fails or times out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -66,9 +66,102 @@ pub struct PooledConnection {
     generation: u64,
 }
 
+/// How to open a connection: one client per way of authenticating.
+#[derive(Clone)]
+pub struct Clients {
+    /// As configured: the password alone when the user name is tentative.
+    primary: Client,
+    /// With the tentative user name, for when Redis refuses the password alone.
+    fallback: Option<(Client, String)>,
+    /// The fallback worked once, so this process goes straight to it; shared by all workers.
+    use_fallback: Arc<AtomicBool>,
+}
+
+impl Clients {
+    fn new(endpoint: &RedisEndpoint) -> Result<Self, RedisError> {
+        let client = |username: Option<String>| {
+            let addr = if endpoint.tls {
+                ConnectionAddr::TcpTls {
+                    host: endpoint.host.clone(),
+                    port: endpoint.port,
+                    insecure: false,
+                    tls_params: None,
+                }
+            } else {
+                ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
+            };
+            Client::open(ConnectionInfo {
+                addr,
+                redis: RedisConnectionInfo {
+                    db: endpoint.db,
+                    username,
+                    password: endpoint
+                        .password
+                        .as_ref()
+                        .map(|p| p.expose_secret().to_owned()),
+                    protocol: ProtocolVersion::RESP2,
+                },
+            })
+        };
+        let fallback = match &endpoint.tentative_username {
+            Some(name) if endpoint.username.is_none() => {
+                Some((client(Some(name.clone()))?, name.clone()))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            primary: client(endpoint.username.clone())?,
+            fallback,
+            use_fallback: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Connects and authenticates; a refused password alone is retried once with the
+    /// tentative user name, and if that works, every later connection uses it.
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let Some((fallback, username)) = &self.fallback else {
+            return self
+                .primary
+                .get_multiplexed_async_connection_with_config(config)
+                .await;
+        };
+        if self.use_fallback.load(Ordering::Relaxed) {
+            return fallback
+                .get_multiplexed_async_connection_with_config(config)
+                .await;
+        }
+        match self
+            .primary
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
+                // Both refused: the password is wrong, and the first answer says so best.
+                let conn = fallback
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map_err(|_| e)?;
+                if !self.use_fallback.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        redis.user = %username,
+                        "Redis refused the binding's password alone; authenticated as the user \
+                         named in its uri instead. Give the user in a `username` field to skip \
+                         the refused attempt"
+                    );
+                }
+                Ok(conn)
+            }
+            result => result,
+        }
+    }
+}
+
 /// Creates connections with a deadline and recycles them without a round trip.
 pub struct RedisManager {
-    client: Client,
+    clients: Clients,
     config: AsyncConnectionConfig,
     /// The store's generation counter, shared so new connections carry the current value.
     generation: Arc<AtomicU64>,
@@ -79,10 +172,7 @@ impl managed::Manager for RedisManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<PooledConnection, RedisError> {
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+        let conn = self.clients.connect(&self.config).await?;
         Ok(PooledConnection {
             conn,
             generation: self.generation.load(Ordering::Relaxed),
@@ -117,7 +207,7 @@ type Pool = managed::Pool<RedisManager>;
 /// by busy workers when an idle worker stops during a graceful shutdown.
 pub struct RedisStore {
     pool: Pool,
-    client: Client,
+    clients: Clients,
     config: AsyncConnectionConfig,
     pool_size: usize,
     /// Bumped when a connection is found dead, so its pool-mates are replaced too.
@@ -152,34 +242,12 @@ impl RedisStore {
         timeout: Duration,
         key_prefix: &str,
     ) -> Result<Self, RedisConfigError> {
-        let addr = if endpoint.tls {
-            ConnectionAddr::TcpTls {
-                host: endpoint.host.clone(),
-                port: endpoint.port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
-        };
-        let info = ConnectionInfo {
-            addr,
-            redis: RedisConnectionInfo {
-                db: endpoint.db,
-                username: endpoint.username.clone(),
-                password: endpoint
-                    .password
-                    .as_ref()
-                    .map(|p| p.expose_secret().to_owned()),
-                protocol: ProtocolVersion::RESP2,
-            },
-        };
-        let client = Client::open(info).map_err(|e| RedisConfigError(Box::new(e)))?;
+        let clients = Clients::new(endpoint).map_err(|e| RedisConfigError(Box::new(e)))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
         Ok(Self::with_pool(
-            client,
+            clients,
             config,
             pool_size,
             timeout,
@@ -190,7 +258,7 @@ impl RedisStore {
     /// A store with the same settings and a pool of its own, for one HTTP worker thread.
     pub fn for_worker(&self) -> Self {
         Self::with_pool(
-            self.client.clone(),
+            self.clients.clone(),
             self.config.clone(),
             self.pool_size,
             self.timeout,
@@ -199,7 +267,7 @@ impl RedisStore {
     }
 
     fn with_pool(
-        client: Client,
+        clients: Clients,
         config: AsyncConnectionConfig,
         pool_size: usize,
         timeout: Duration,
@@ -207,7 +275,7 @@ impl RedisStore {
     ) -> Self {
         let generation = Arc::new(AtomicU64::new(0));
         let manager = RedisManager {
-            client: client.clone(),
+            clients: clients.clone(),
             config: config.clone(),
             generation: generation.clone(),
         };
@@ -219,7 +287,7 @@ impl RedisStore {
         };
         Self {
             pool,
-            client,
+            clients,
             config,
             pool_size,
             generation,
