@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use super::{AppInfo, VISITS, no_store};
+use super::{AppInfo, Readiness, VISITS, no_store};
 use crate::session::{Session, SessionError};
 
 /// The body of every visits answer.
@@ -40,6 +40,15 @@ pub async fn show(
 ) -> Result<HttpResponse, SessionError> {
     let visits = session.get::<i64>(VISITS).await?.unwrap_or(0);
     Ok(visits_response(visits, &info))
+}
+
+/// `HEAD /api/session`: the headers `GET` would get, without reading or renewing the session
+/// and without a cookie; a 503 when the store would fail the `GET`.
+pub async fn head(readiness: web::Data<Readiness>) -> Result<HttpResponse, SessionError> {
+    readiness.store.ping().await?;
+    Ok(no_store(HttpResponse::Ok())
+        .content_type("application/json")
+        .body(actix_web::body::None::new()))
 }
 
 /// `DELETE /api/session`: removes the session and clears the cookie.

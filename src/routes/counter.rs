@@ -3,7 +3,7 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 
-use super::{AppInfo, VISITS, no_store};
+use super::{AppInfo, Readiness, VISITS, no_store};
 use crate::session::{Session, SessionError};
 use crate::views::{CounterPage, counter_page};
 
@@ -22,6 +22,15 @@ pub async fn page(
     Ok(no_store(HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
         .body(markup.into_string()))
+}
+
+/// `HEAD /`: the headers `GET /` would get, without counting a visit, touching the session
+/// or setting a cookie; a 503 when the store would fail the `GET`, so monitors see outages.
+pub async fn head(readiness: web::Data<Readiness>) -> Result<HttpResponse, SessionError> {
+    readiness.store.ping().await?;
+    Ok(no_store(HttpResponse::Ok())
+        .content_type("text/html; charset=utf-8")
+        .body(actix_web::body::None::new()))
 }
 
 /// `POST /reset`: forgets the visitor and sends them back to a fresh count.

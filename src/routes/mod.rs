@@ -35,12 +35,16 @@ pub struct Readiness {
 }
 
 /// Registers every route; anything else is a 404, a known path with the wrong method a 405.
+///
+/// Every `GET` has a `HEAD` (for `curl -I` and uptime monitors). None of them counts a visit
+/// or touches the session, so none sets a cookie.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/")
             .route(web::get().to(counter::page))
+            .route(web::head().to(counter::head))
             .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "GET")
+                errors::method_not_allowed(&req, "GET, HEAD")
             })),
     )
     .service(
@@ -60,9 +64,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         web::resource("/api/session")
             .route(web::get().to(api::show))
+            .route(web::head().to(api::head))
             .route(web::delete().to(api::forget))
             .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "GET, DELETE")
+                errors::method_not_allowed(&req, "GET, HEAD, DELETE")
             })),
     )
     .service(

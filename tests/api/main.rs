@@ -4,6 +4,7 @@ mod binary;
 mod credentials;
 mod faults;
 mod handle;
+mod head;
 mod health;
 mod hostile;
 mod sessions;

@@ -165,7 +165,7 @@ both_stores! {
         assert_eq!(app.send("GET", "/api/nope", None).await.status(), 404);
         let res = app.send("PUT", "/api/session", None).await;
         assert_eq!(res.status(), 405);
-        assert_eq!(res.headers()["allow"], "GET, DELETE");
+        assert_eq!(res.headers()["allow"], "GET, HEAD, DELETE");
         assert_eq!(app.send("GET", "/api/visits", None).await.status(), 405);
         let page = app.send("DELETE", "/", None).await;
         assert_eq!(page.status(), 405);
