@@ -320,6 +320,11 @@ async fn a_replica_after_failover_answers_503_not_500() {
         .query(&mut conn)
         .unwrap();
     assert_503(&app, "GET", "/", "1").await;
+    assert_eq!(
+        ready(&app).await.0,
+        200,
+        "a replica still answers; the failover ends by itself"
+    );
 
     // And once it serves no stale data, everything gets MASTERDOWN, PING included.
     let () = redis::cmd("CONFIG")
