@@ -174,10 +174,58 @@ fn log_session_error(e: &SessionError) {
             error.message = %e,
             error.chain = %error_chain(e),
             suppressed,
-            "request failed; further {} failures are logged at most every {}s, \
-             with the number held back",
-            kind.label(),
+            "request failed; store failures of one kind are logged once per {}s, \
+             `suppressed` counts the rest",
             LOG_WINDOW.as_secs()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::session::store::{Rejection, StoreError};
+
+    fn error_of(kind: StoreErrorKind) -> StoreError {
+        let rejected = |reason| StoreError::Rejected {
+            reason,
+            source: "from the store".into(),
+        };
+        match kind {
+            StoreErrorKind::Timeout => StoreError::Timeout(Duration::from_millis(500)),
+            StoreErrorKind::Connection => StoreError::Unavailable("reset".into()),
+            StoreErrorKind::Refused => StoreError::ConnectionRefused("refused".into()),
+            StoreErrorKind::OutOfMemory => rejected(Rejection::OutOfMemory),
+            StoreErrorKind::Auth => rejected(Rejection::Auth),
+            StoreErrorKind::Permission => rejected(Rejection::Permission),
+            StoreErrorKind::ReadOnly => rejected(Rejection::ReadOnly),
+            StoreErrorKind::MasterDown => rejected(Rejection::MasterDown),
+            StoreErrorKind::Loading => rejected(Rejection::Loading),
+            StoreErrorKind::Busy => rejected(Rejection::Busy),
+            StoreErrorKind::Persistence => rejected(Rejection::Persistence),
+            StoreErrorKind::Command => StoreError::Command("WRONGTYPE".into()),
+            StoreErrorKind::Protocol => StoreError::Protocol("odd".into()),
+        }
+    }
+
+    #[test]
+    fn every_named_store_condition_is_a_503_with_retry_after_and_only_bugs_are_500() {
+        for kind in StoreErrorKind::ALL {
+            let error = error_of(kind);
+            assert_eq!(error.kind(), kind, "{error}");
+            let answer = failure_answer(&SessionError::Store(error));
+            match kind {
+                StoreErrorKind::Command | StoreErrorKind::Protocol => {
+                    assert_eq!(answer, INTERNAL, "{kind:?}");
+                }
+                _ => {
+                    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{kind:?}");
+                    assert!(answer.retry_after.is_some_and(|s| s >= 1), "{kind:?}");
+                }
+            }
+        }
+        assert_eq!(failure_answer(&SessionError::NoKeys), INTERNAL);
     }
 }

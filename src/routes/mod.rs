@@ -12,9 +12,7 @@ use actix_web::{HttpRequest, web};
 
 use crate::session::{SessionStore, StoreKind};
 
-pub use self::errors::{
-    FailureAnswer, error_response, failure_answer, is_api_path, render_server_errors,
-};
+pub use self::errors::{error_response, is_api_path, render_server_errors};
 
 /// Facts about this instance that pages and the API report.
 #[derive(Clone, Debug)]
