@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use deadpool_redis::redis;
 
-use crate::helpers::{BinaryApp, RedisServer, SECRET_A, TestApp, client, session_cookie};
+use crate::support::{BinaryApp, RedisServer, SECRET_A, TestApp, client, session_cookie};
 
 const PASSWORD: &str = "requirepass-only-password";
 
@@ -36,7 +36,7 @@ fn vcap(label: &str, credentials: &str) -> String {
 
 /// Starts the app on this binding and checks that two visits count 1 then 2.
 async fn counts_through(services: &str) {
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         None,
         &[("VCAP_SERVICES", services)],
     ))
@@ -100,7 +100,7 @@ async fn an_acl_user_in_a_uri_that_is_the_only_source_of_credentials_is_used() {
     ))
     .await;
     // REDIS_URL reads the same way.
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         Some(&format!("redis://app:app-password@127.0.0.1:{port}")),
         &[],
     ))
@@ -164,7 +164,7 @@ async fn an_acl_user_in_the_uri_beside_a_password_field_is_tried_when_the_passwo
 async fn a_wrong_password_in_the_placeholder_shape_is_still_refused() {
     let redis = requirepass_redis();
     let port = redis.port();
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         None,
         &[(
             "VCAP_SERVICES",

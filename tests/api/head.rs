@@ -1,7 +1,7 @@
 //! `HEAD` on every `GET` page, for `curl -I` and uptime monitors: a GET's headers, no visit
 //! counted, no session created and no cookie set.
 
-use crate::helpers::{RedisServer, TestApp};
+use crate::support::{RedisServer, TestApp};
 
 /// Every page served to `GET`.
 const GET_PAGES: [&str; 4] = ["/", "/api/session", "/health", "/ready"];

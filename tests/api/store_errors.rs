@@ -7,7 +7,7 @@ use deadpool_redis::redis;
 use redis_sessions::config::RedisEndpoint;
 use redis_sessions::session::store::{RedisStore, SessionStore, StoreErrorKind};
 
-use crate::helpers::{BinaryApp, RedisServer, SECRET_A, TestApp, free_port};
+use crate::support::{BinaryApp, RedisServer, SECRET_A, TestApp, free_port};
 
 const PASSWORD: &str = "store-errors-password";
 
@@ -79,7 +79,7 @@ async fn a_full_redis_answers_503_with_retry_after_logs_once_per_burst_and_recov
         ("LOG_FORMAT", "json"),
         ("HTTP_WORKERS", "1"),
     ]);
-    let http = crate::helpers::client();
+    let http = crate::support::client();
     let get = |path: &str, cookie: Option<&str>| {
         let mut req = http.get(format!("{}{path}", app.address()));
         if let Some(c) = cookie {
@@ -89,7 +89,7 @@ async fn a_full_redis_answers_503_with_retry_after_logs_once_per_burst_and_recov
     };
     let res = get("/", None).await.unwrap();
     assert_eq!(res.status(), 200);
-    let cookie = crate::helpers::session_cookie(res.headers()).unwrap();
+    let cookie = crate::support::session_cookie(res.headers()).unwrap();
 
     // One script writes past the limit: Redis checks maxmemory when a command starts.
     let mut conn = admin(&redis, None);
@@ -168,7 +168,7 @@ async fn a_full_redis_answers_503_with_retry_after_logs_once_per_burst_and_recov
 #[tokio::test]
 async fn a_wrong_password_answers_503_and_turns_ready_down_as_auth() {
     let redis = RedisServer::start_with(&["--save", "", "--requirepass", PASSWORD]);
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         Some(&url_with(&redis, ":not-the-password")),
         &[],
     ))
@@ -213,7 +213,7 @@ async fn an_acl_user_without_evalsha_gets_503_and_ready_down_as_permission() {
         .arg(&["SETUSER", "pinger", "on", ">pinger-pw", "~*", "+ping"])
         .query(&mut admin(&redis, None))
         .unwrap();
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         Some(&url_with(&redis, "pinger:pinger-pw")),
         &[],
     ))
@@ -241,7 +241,7 @@ async fn ready_names_the_one_command_an_acl_user_may_not_run() {
         ])
         .query(&mut admin(&redis, None))
         .unwrap();
-    let app = TestApp::spawn_with(crate::helpers::test_settings(
+    let app = TestApp::spawn_with(crate::support::test_settings(
         Some(&url_with(&redis, "almost:almost-pw")),
         &[],
     ))
@@ -282,7 +282,7 @@ async fn ready_names_the_one_command_an_acl_user_may_not_run() {
 async fn a_redis_that_cannot_persist_refuses_writes_with_a_503() {
     // A background save into a directory that no longer exists fails, and with save points
     // and stop-writes-on-bgsave-error (both default) Redis then refuses writes with MISCONF.
-    let gone = crate::helpers::ScratchDir::new("misconf");
+    let gone = crate::support::ScratchDir::new("misconf");
     let redis = RedisServer::start_with(&["--dir", gone.0.to_str().unwrap()]);
     let app = TestApp::spawn(Some(&redis), &[]).await;
     assert_eq!(app.visit(None).await.0, 1);

@@ -41,24 +41,9 @@ const LOAD_LUA: &str = include_str!("lua/load.lua");
 /// SET NX makes the first instance's secret everyone's; every caller gets the stored one back.
 const SECRET_LUA: &str = include_str!("lua/secret.lua");
 
-/// Readiness: checks, without running them, that this connection's ACL user may run every
-/// command the other scripts run on a key under the prefix, and answers the first refused
-/// one's name. Redis before 7.0 has no `acl_check_cmd`; there only `EVALSHA` itself is checked.
-///
-/// KEYS[1] the shared-secret key (a key under the session prefix, like every session's).
-const PROBE_LUA: &str = r#"
-if not redis.acl_check_cmd then return false end
-local k = KEYS[1]
-local needs = {
-  {'PING'}, {'SCRIPT', 'LOAD', 'return 1'}, {'EXPIRE', k, '1'}, {'EXISTS', k},
-  {'HINCRBY', k, 'f', '1'}, {'HSET', k, 'f', 'v'}, {'HDEL', k, 'f'}, {'HGETALL', k},
-  {'DEL', k}, {'SET', k, 'v', 'NX'}, {'GET', k},
-}
-for _, c in ipairs(needs) do
-  if not redis.acl_check_cmd(unpack(c)) then return c[1] end
-end
-return false
-"#;
+/// Readiness: answers the name of the first command this service needs that the ACL user
+/// may not run, or nil.
+const PROBE_LUA: &str = include_str!("lua/probe.lua");
 
 /// A pooled multiplexed connection and the pool generation it was made in.
 pub struct PooledConnection {
