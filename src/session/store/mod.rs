@@ -97,7 +97,7 @@ pub enum StoreError {
     #[error("the session store refused the connection")]
     ConnectionRefused(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The store is up but refuses this service's commands for a reason an operator can name.
-    #[error("the session store refused the command: {reason}")]
+    #[error("the session store refuses service: {reason}")]
     Rejected {
         /// Why, as a closed set.
         reason: Rejection,

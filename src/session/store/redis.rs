@@ -53,7 +53,7 @@ pub struct PooledConnection {
 
 /// How to open a connection: one client per way of authenticating.
 #[derive(Clone)]
-pub struct Clients {
+struct Clients {
     /// As configured: the password alone when the user name is tentative.
     primary: Client,
     /// With the tentative user name, for when Redis refuses the password alone.
