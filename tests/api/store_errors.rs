@@ -374,6 +374,77 @@ async fn a_redis_busy_with_a_long_script_answers_503() {
     app.stop().await;
 }
 
+/// A `redis-server` this test starts by hand, because the harness waits until loading ends.
+struct LoadingRedis(std::process::Child);
+
+impl Drop for LoadingRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_loading_its_dataset_answers_503_and_ready_down_until_it_is_loaded() {
+    let dir = crate::support::ScratchDir::new("loading");
+    let dir_arg = dir.0.to_str().unwrap().to_owned();
+    let mut redis = RedisServer::start_with(&["--save", "", "--dir", &dir_arg]);
+    let port = redis.port();
+    let app = TestApp::spawn(Some(&redis), &[]).await;
+    let (_, cookie) = app.visit(None).await;
+    let cookie = cookie.unwrap();
+    let mut conn = admin(&redis, None);
+    let () = redis::cmd("EVAL")
+        .arg("for i = 1, 3000 do redis.call('SET', 'filler:' .. i, i) end")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    let () = redis::cmd("SAVE").query(&mut conn).unwrap();
+    redis.kill();
+
+    // key-load-delay (a setting Redis keeps for its own tests) makes loading 3,001 keys take
+    // about 3 s, and a small event interval lets Redis answer LOADING meanwhile.
+    let _loading = LoadingRedis(
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--dir", &dir_arg, "--key-load-delay", "1000"])
+            .args(["--loading-process-events-interval-bytes", "1024"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, check) = ready(&app).await;
+        if check["kind"] == "loading" {
+            assert_eq!(status, 503);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never saw LOADING: {check}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_503(&app, "GET", "/", "1").await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ready(&app).await.0 != 200 {
+        assert!(Instant::now() < deadline, "never finished loading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        app.visit(Some(&cookie)).await.0,
+        2,
+        "the saved session counts on once loaded"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn each_failure_has_a_kind_for_logs_and_metrics() {
     let store = |url: &str| {

@@ -307,6 +307,9 @@ impl RedisStore {
                 Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
                     return Err(StoreError::Timeout(self.timeout));
                 }
+                Ok(Err(managed::PoolError::Backend(e))) if e.is_timeout() => {
+                    return Err(StoreError::Timeout(self.timeout));
+                }
                 Ok(Err(managed::PoolError::Backend(e))) => return Err(classify(e)),
                 Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
                 Ok(Ok(pooled)) => (pooled.conn.clone(), pooled.generation),
