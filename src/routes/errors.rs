@@ -1,4 +1,5 @@
-//! Error answers: JSON for the API and probes, a small page elsewhere, never internals.
+//! Error answers: JSON for the API and probes, a small page elsewhere, never internals; and
+//! [`failure_answer`], the one place where a failure becomes a status.
 
 use std::sync::LazyLock;
 use std::time::Instant;
