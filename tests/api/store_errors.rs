@@ -152,7 +152,7 @@ async fn a_full_redis_answers_503_with_retry_after_logs_once_per_burst_and_recov
     assert_eq!(
         errors.len(),
         1,
-        "23 refused requests within seconds log one ERROR line:\n{logs}"
+        "22 refused requests within seconds log one ERROR line:\n{logs}"
     );
     assert_eq!(errors[0]["error.kind"], "oom", "{}", errors[0]);
     assert!(
