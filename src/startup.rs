@@ -60,7 +60,6 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
-    kind: StoreKind,
     signals: Option<ShutdownSignals>,
 }
 
@@ -101,7 +100,6 @@ impl Application {
                     &settings.session.key_prefix,
                 )?);
                 Self::serve(
-                    StoreKind::Redis,
                     move || Arc::new(template.for_worker()),
                     listener,
                     port,
@@ -116,13 +114,7 @@ impl Application {
                 );
                 // One store for the whole process: every worker must see the same sessions.
                 let store = Arc::new(MemoryStore::new(*max_sessions));
-                Self::serve(
-                    StoreKind::Memory,
-                    move || store.clone(),
-                    listener,
-                    port,
-                    &settings,
-                )
+                Self::serve(move || store.clone(), listener, port, &settings)
             }
         }?;
         app.signals = signals;
@@ -131,7 +123,6 @@ impl Application {
 
     /// Starts the server; `store_for_worker` runs once on each worker thread.
     fn serve<S, F>(
-        kind: StoreKind,
         store_for_worker: F,
         listener: TcpListener,
         port: u16,
@@ -141,29 +132,17 @@ impl Application {
         S: SessionStore,
         F: Fn() -> Arc<S> + Clone + Send + 'static,
     {
+        let kind = StoreKind::from(&settings.store);
         let keys = Arc::new(SigningKeys::for_store(&settings.session.secrets, kind)?);
-        let session_config = SessionConfig {
-            cookie_name: settings.session.cookie_name.clone(),
-            cookie_secure: settings.session.cookie_secure,
-            on_cloud_foundry: settings.platform.on_cloud_foundry,
-            ttl: settings.session.ttl,
-            key_prefix: settings.session.key_prefix.clone(),
-            store_timeout: match &settings.store {
-                StoreSettings::Redis(redis) => redis.timeout,
-                // In-process calls cannot stall; the bound only guards against a bug.
-                StoreSettings::Memory { .. } => Duration::from_secs(5),
-            },
-        };
-        let info = web::Data::new(AppInfo {
-            instance_index: settings.platform.instance_index,
-            store: kind,
-            ttl_seconds: settings.session.ttl.as_secs(),
-        });
+        let session_config = SessionConfig::from(settings);
+        let readiness_timeout = session_config.store_timeout;
+        let info = web::Data::new(AppInfo::from(settings));
 
         let server = HttpServer::new(move || {
             let store = store_for_worker();
             let readiness = web::Data::new(Readiness {
                 store: store.clone(),
+                timeout: readiness_timeout,
             });
             App::new()
                 .app_data(info.clone())
@@ -204,7 +183,6 @@ impl Application {
         Ok(Self {
             port,
             server,
-            kind,
             signals: None,
         })
     }
@@ -212,11 +190,6 @@ impl Application {
     /// The port actually bound (useful with `PORT=0`).
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// Which store serves sessions.
-    pub fn store_kind(&self) -> StoreKind {
-        self.kind
     }
 
     /// A handle to stop the server gracefully from elsewhere (tests).

@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::Readiness;
+use crate::session::store::within;
 
 /// `GET /health`: the process is alive. Never touches Redis: a failing liveness check makes
 /// Cloud Foundry restart the instance, which would not fix a Redis outage.
@@ -19,7 +20,8 @@ pub async fn live() -> HttpResponse {
 /// (for Redis: the ACL user's permissions), so traffic can be served.
 pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
     let started = Instant::now();
-    let result = readiness.store.ping().await;
+    let deadline = tokio::time::Instant::now() + readiness.timeout;
+    let result = within(deadline, readiness.timeout, readiness.store.ping()).await;
     let latency_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     let store = readiness.store.kind().as_str();
     let (status, body) = match result {

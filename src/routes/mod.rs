@@ -7,9 +7,11 @@ mod health;
 mod throttle;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{HttpRequest, web};
 
+use crate::config::Settings;
 use crate::session::{SessionStore, StoreKind};
 
 pub use self::errors::{error_response, is_api_path, render_server_errors};
@@ -25,11 +27,23 @@ pub struct AppInfo {
     pub ttl_seconds: u64,
 }
 
-/// What readiness needs: the store to ping.
+impl From<&Settings> for AppInfo {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            instance_index: settings.platform.instance_index,
+            store: StoreKind::from(&settings.store),
+            ttl_seconds: settings.session.ttl.as_secs(),
+        }
+    }
+}
+
+/// What readiness needs: the store to ping and how long it may take.
 #[derive(Clone)]
 pub struct Readiness {
     /// The session store.
     pub store: Arc<dyn SessionStore>,
+    /// The same per-request deadline that requests get (`REDIS_TIMEOUT_MS`).
+    pub timeout: Duration,
 }
 
 /// Registers every route; anything else is a 404, a known path with the wrong method a 405.
@@ -41,50 +55,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/")
             .route(web::get().to(counter::page))
             .route(web::head().to(counter::head))
-            .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "GET, HEAD")
-            })),
+            .default_service(wrong_method("GET, HEAD")),
     )
     .service(
         web::resource("/reset")
             .route(web::post().to(counter::reset))
-            .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "POST")
-            })),
+            .default_service(wrong_method("POST")),
     )
     .service(
         web::resource("/api/visits")
             .route(web::post().to(api::visit))
-            .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "POST")
-            })),
+            .default_service(wrong_method("POST")),
     )
     .service(
         web::resource("/api/session")
             .route(web::get().to(api::show))
             .route(web::head().to(api::head))
             .route(web::delete().to(api::forget))
-            .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "GET, HEAD, DELETE")
-            })),
+            .default_service(wrong_method("GET, HEAD, DELETE")),
     )
     .service(
         web::resource("/health")
             .route(web::get().to(health::live))
             .route(web::head().to(health::live))
-            .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "GET, HEAD")
-            })),
+            .default_service(wrong_method("GET, HEAD")),
     )
     .service(
         web::resource("/ready")
             .route(web::get().to(health::ready))
             .route(web::head().to(health::ready))
-            .default_service(web::to(|req: HttpRequest| async move {
-                errors::method_not_allowed(&req, "GET, HEAD")
-            })),
+            .default_service(wrong_method("GET, HEAD")),
     )
     .default_service(web::to(errors::not_found));
+}
+
+/// The fallback of a resource: 405 with `allow` listing the methods it does answer.
+fn wrong_method(allow: &'static str) -> actix_web::Route {
+    web::to(move |req: HttpRequest| async move { errors::method_not_allowed(&req, allow) })
 }
 
 /// Marks a response as private to this visitor: it reflects their session.

@@ -17,7 +17,7 @@ pub mod store;
 
 use std::time::Duration;
 
-use crate::config::CookieSecure;
+use crate::config::{CookieSecure, Settings, StoreSettings};
 
 pub use self::handle::Session;
 pub use self::middleware::SessionMiddleware;
@@ -38,8 +38,24 @@ pub struct SessionConfig {
     pub ttl: Duration,
     /// Prefix of storage keys.
     pub key_prefix: String,
-    /// Deadline for all the store work of one request.
+    /// Deadline for all the store work of one request: the limit that answers users.
     pub store_timeout: Duration,
+}
+
+impl From<&Settings> for SessionConfig {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            cookie_name: settings.session.cookie_name.clone(),
+            cookie_secure: settings.session.cookie_secure,
+            on_cloud_foundry: settings.platform.on_cloud_foundry,
+            ttl: settings.session.ttl,
+            key_prefix: settings.session.key_prefix.clone(),
+            store_timeout: match &settings.store {
+                StoreSettings::Redis(redis) => redis.timeout,
+                StoreSettings::Memory { .. } => store::memory::DEADLINE,
+            },
+        }
+    }
 }
 
 /// A session operation failed.

@@ -10,6 +10,10 @@ use secrecy::SecretString;
 use super::{Applied, Presence, Record, SessionStore, StoreError, StoreKind, Update};
 use crate::session::id::SessionKey;
 
+/// The per-request deadline with the memory store: in-process calls cannot stall, so it only
+/// guards against a bug (a lock held across an await, say).
+pub const DEADLINE: Duration = Duration::from_secs(5);
+
 /// Sessions in a bounded map, expired lazily and evicted soonest-to-expire first.
 #[derive(Debug)]
 pub struct MemoryStore {

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 
 use super::id::SessionKey;
+use crate::config::StoreSettings;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
@@ -38,6 +39,15 @@ impl StoreKind {
         match self {
             StoreKind::Redis => "redis",
             StoreKind::Memory => "memory",
+        }
+    }
+}
+
+impl From<&StoreSettings> for StoreKind {
+    fn from(settings: &StoreSettings) -> Self {
+        match settings {
+            StoreSettings::Redis(_) => StoreKind::Redis,
+            StoreSettings::Memory { .. } => StoreKind::Memory,
         }
     }
 }
@@ -267,8 +277,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError>;
 }
 
-/// Runs `call` until `deadline`; past it, the call is dropped and this is the one place a
-/// [`StoreError::Timeout`] is made. `limit` is the configured budget the error reports.
+/// Runs `call` until `deadline`; past it, the call is dropped with a [`StoreError::Timeout`].
+///
+/// Every deadline that answers a user goes through here (the session handle's per-request
+/// one and readiness); the only other timeout a store reports is a socket's, for callers
+/// without a deadline. `limit` is the configured budget the error reports.
 pub async fn within<T, E: From<StoreError>>(
     deadline: tokio::time::Instant,
     limit: Duration,

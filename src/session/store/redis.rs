@@ -3,8 +3,17 @@
 //! Each operation is one `EVALSHA` (or one plain command) on one key: one round trip, atomic,
 //! and single-slot on a Redis Cluster. Connections come from a deadpool pool whose recycle
 //! step costs nothing: deadpool-redis's own manager sends `UNWATCH` + `PING` on every
-//! checkout, an extra round trip per request that costs the actix-session peer about 5x in
-//! throughput. Here a connection is dropped instead when a command on it fails or times out.
+//! checkout, an extra round trip per request (the README's Performance section has what
+//! that costs). Here a connection is dropped instead when a command on it fails or times out.
+//!
+//! Limits, and which one fires when (all three are `REDIS_TIMEOUT_MS`):
+//! - the per-request deadline ([`super::within`], in the session handle and the readiness
+//!   check) bounds the pool wait, connects and commands of a request together. It starts
+//!   first, so within a request it is the one that fires, and it answers the user (503).
+//!   A command it drops unanswered retires its connection.
+//! - the redis-rs connect and response timeouts bound one connect and one reply on a
+//!   socket. They protect connections for callers without a deadline of their own (a direct
+//!   store call); they report [`StoreError::Timeout`] and retire the connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +27,6 @@ use deadpool_redis::redis::{
     aio::MultiplexedConnection,
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::time::timeout_at;
 
 use super::{
     Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreErrorKind, StoreKind,
@@ -46,7 +54,7 @@ const SECRET_LUA: &str = include_str!("lua/secret.lua");
 const PROBE_LUA: &str = include_str!("lua/probe.lua");
 
 /// A pooled multiplexed connection and the pool generation it was made in.
-pub struct PooledConnection {
+struct PooledConnection {
     conn: MultiplexedConnection,
     generation: u64,
 }
@@ -145,7 +153,7 @@ impl Clients {
 }
 
 /// Creates connections with a deadline and recycles them without a round trip.
-pub struct RedisManager {
+struct RedisManager {
     clients: Clients,
     config: AsyncConnectionConfig,
     /// The store's generation counter, shared so new connections carry the current value.
@@ -264,8 +272,8 @@ impl RedisStore {
             config: config.clone(),
             generation: generation.clone(),
         };
-        // No pool-level timeouts: `query` bounds the pool wait, the connect and the command
-        // together with one deadline. Without them the builder has nothing that can fail.
+        // No pool-level timeouts: the caller's deadline bounds the pool wait, the connect and
+        // the command together. Without them the builder has nothing that can fail.
         let pool = match Pool::builder(manager).max_size(pool_size).build() {
             Ok(pool) => pool,
             Err(e) => unreachable!("a pool without timeouts always builds: {e}"),
@@ -285,8 +293,11 @@ impl RedisStore {
         }
     }
 
-    /// Sends one command within the request deadline, retiring the connection (and its
-    /// pool-mates) if the command fails at the connection level or runs out of time.
+    /// Sends one command, retiring the connection (and its pool-mates) if the command fails
+    /// at the connection level, times out on the socket or is dropped unanswered.
+    ///
+    /// No deadline here: the caller's per-request deadline ([`super::within`]) bounds the
+    /// pool wait, the connect and the command together (see the module docs).
     ///
     /// The pooled connection is multiplexed, so it goes back to the pool as soon as it is
     /// handed out: concurrent requests pipeline their commands on it instead of queueing for
@@ -300,27 +311,31 @@ impl RedisStore {
         script: Option<&Lua>,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut retried = false;
         loop {
-            let (mut conn, generation) = match timeout_at(deadline, self.pool.get()).await {
-                Err(_) | Ok(Err(managed::PoolError::Timeout(_))) => {
-                    return Err(StoreError::Timeout(self.timeout));
+            let (mut conn, generation) = match self.pool.get().await {
+                Err(managed::PoolError::Backend(e)) if e.is_timeout() => {
+                    return Err(self.socket_timeout());
                 }
-                Ok(Err(managed::PoolError::Backend(e))) if e.is_timeout() => {
-                    return Err(StoreError::Timeout(self.timeout));
-                }
-                Ok(Err(managed::PoolError::Backend(e))) => return Err(classify(e)),
-                Ok(Err(e)) => return Err(StoreError::Unavailable(Box::new(e))),
-                Ok(Ok(pooled)) => (pooled.conn.clone(), pooled.generation),
+                Err(managed::PoolError::Backend(e)) => return Err(classify(e)),
+                Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
+                Ok(pooled) => (pooled.conn.clone(), pooled.generation),
             };
-            match timeout_at(deadline, send(&mut conn, cmd, script)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(e)) if e.is_timeout() => {
+            let in_flight = RetireOnDrop {
+                store: self,
+                generation,
+            };
+            let result = send(&mut conn, cmd, script).await;
+            std::mem::forget(in_flight);
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) if e.is_timeout() => {
+                    // The command may still be queued on this connection; fresh ones are safer
+                    // than inheriting a stalled or half-open socket.
                     self.retire(generation);
-                    return Err(StoreError::Timeout(self.timeout));
+                    return Err(self.socket_timeout());
                 }
-                Ok(Err(e))
+                Err(e)
                     if e.is_io_error()
                         || e.is_connection_dropped()
                         || e.is_unrecoverable_error() =>
@@ -335,7 +350,7 @@ impl RedisStore {
                     }
                     return Err(classify(e));
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     let error = classify(e);
                     if matches!(
                         error.kind(),
@@ -347,14 +362,14 @@ impl RedisStore {
                     }
                     return Err(error);
                 }
-                Err(_) => {
-                    // The command may still be queued on this connection; fresh ones are safer
-                    // than inheriting a stalled or half-open socket.
-                    self.retire(generation);
-                    return Err(StoreError::Timeout(self.timeout));
-                }
             }
         }
+    }
+
+    /// A connect or a reply outlasted the socket timeout; only a caller without a deadline
+    /// of its own sees this (see the module docs).
+    fn socket_timeout(&self) -> StoreError {
+        StoreError::Timeout(self.timeout)
     }
 
     /// Makes the pool replace every connection created up to `generation`.
@@ -410,6 +425,20 @@ fn code_inside_script_error(detail: &str) -> Option<Rejection> {
     }
     let (_, inner) = detail.split_once(": -")?;
     rejection_for_code(inner.split_whitespace().next()?)
+}
+
+/// Retires a connection whose command was dropped unanswered (the request's deadline
+/// passed): the command may still be queued on it, and fresh connections are safer than a
+/// stalled or half-open socket.
+struct RetireOnDrop<'a> {
+    store: &'a RedisStore,
+    generation: u64,
+}
+
+impl Drop for RetireOnDrop<'_> {
+    fn drop(&mut self) {
+        self.store.retire(self.generation);
+    }
 }
 
 /// Sends a command, loading its script first if Redis has forgotten it.
