@@ -157,7 +157,7 @@ impl Application {
                 .wrap(ErrorHandlers::new().default_handler_server(routes::render_server_errors))
                 .wrap(from_fn(enforce_limits))
                 .wrap(TracingLogger::<RequestSpan>::new())
-                .wrap(from_fn(telemetry::request_id))
+                .wrap(from_fn(telemetry::echo_request_id))
         })
         .workers(settings.http.workers)
         .max_connections(MAX_CONNECTIONS_PER_WORKER)

@@ -22,7 +22,7 @@ pub struct LogGuard {
 /// Installs the global subscriber; a second call (as in tests) is a no-op.
 ///
 /// Lines are written to stdout by a background thread, which batches them: one `write(2)`
-/// per line cost about 15% of throughput. The writer blocks rather than drop lines when it
+/// per line cost measurable throughput (README, Performance). The writer blocks rather than drop lines when it
 /// falls behind, and the returned guard flushes on drop at shutdown.
 pub fn init(settings: &LogSettings) -> LogGuard {
     // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
@@ -46,25 +46,46 @@ pub fn init(settings: &LogSettings) -> LogGuard {
             .try_init(),
         LogFormat::Text => builder.with_target(false).compact().try_init(),
     };
+    if result.is_ok() {
+        ACCESS_LINE_REPEATS_ID.store(
+            settings.format == LogFormat::Json,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
     // Already installed (tests start many applications in one process): keep the first.
     LogGuard {
         _writer: result.ok().map(|()| guard),
     }
 }
 
+/// Whether the access line carries `request_id` as a field of its own. JSON lines need it at
+/// the top level, where log search looks; text lines already end with the span's, and
+/// would otherwise print it twice.
+static ACCESS_LINE_REPEATS_ID: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
 /// An error and all its sources, joined by ": ", for the log.
+///
+/// A cause whose text its parent already shows is left out: wrappers such as deadpool's
+/// and redis-rs's repeat their source in their own message, which would otherwise print
+/// "Connection refused" three times.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut chain = error.to_string();
+    let mut parent = chain.clone();
     let mut source = error.source();
     while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !parent.contains(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        parent = text;
         source = cause.source();
     }
     chain
 }
 
-/// The request's id, from the router or made up here.
+/// The request's id: the router's, or the UUID tracing-actix-web made for the request.
 #[derive(Clone, Debug)]
 pub struct RequestId {
     id: String,
@@ -88,44 +109,36 @@ fn acceptable(value: &HeaderValue) -> Option<&str> {
         .then_some(text)
 }
 
-/// A per-process random prefix and a counter: unique ids without a syscall per request.
-fn generate_id() -> String {
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        crate::session::id::os_random::<8>()
-            .map(u64::from_le_bytes)
-            .unwrap_or_else(|_| {
-                // The id only correlates logs; a clock-based prefix will do if the OS fails us.
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or_default()
-            })
-    });
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{prefix:016x}{n:016x}")
+/// The id from `X-Vcap-Request-Id` (the Cloud Foundry router's) or `X-Request-Id`, else the
+/// UUID that `TracingLogger` made: one id per request, whichever way it came.
+fn request_id_of(request: &ServiceRequest) -> String {
+    let headers = request.headers();
+    headers
+        .get(&X_VCAP_REQUEST_ID)
+        .and_then(acceptable)
+        .or_else(|| headers.get(&X_REQUEST_ID).and_then(acceptable))
+        .map(str::to_owned)
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<tracing_actix_web::RequestId>()
+                .map(|uuid| uuid.to_string())
+        })
+        .unwrap_or_default()
 }
 
-/// Middleware: takes the id from `X-Vcap-Request-Id` (the Cloud Foundry router's) or
-/// `X-Request-Id`, or makes one, and echoes it back as `X-Request-Id`.
-pub async fn request_id(
+/// Middleware outside `TracingLogger`: echoes the request's id back as `X-Request-Id`.
+pub async fn echo_request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let id = req
-        .headers()
-        .get(&X_VCAP_REQUEST_ID)
-        .and_then(acceptable)
-        .or_else(|| req.headers().get(&X_REQUEST_ID).and_then(acceptable))
-        .map(str::to_owned)
-        .unwrap_or_else(generate_id);
-    req.extensions_mut().insert(RequestId {
-        id: id.clone(),
-        started: Instant::now(),
-    });
     let mut res = next.call(req).await?;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    let id = res
+        .request()
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|r| HeaderValue::from_str(&r.id).ok());
+    if let Some(value) = id {
         res.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     Ok(res)
@@ -136,12 +149,13 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        let id = request
-            .extensions()
-            .get::<RequestId>()
-            .map(|r| r.id.clone())
-            .unwrap_or_default();
-        tracing::info_span!("request", request_id = %id)
+        let id = request_id_of(request);
+        let span = tracing::info_span!("request", request_id = %id);
+        request.extensions_mut().insert(RequestId {
+            id,
+            started: Instant::now(),
+        });
+        span
     }
 
     fn on_request_end<B: MessageBody>(
@@ -163,7 +177,9 @@ impl RootSpanBuilder for RequestSpan {
                     path = %req.path(),
                     status = res.status().as_u16(),
                     duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-                    request_id = %request_id,
+                    request_id = ACCESS_LINE_REPEATS_ID
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        .then_some(request_id.as_str()),
                     "request"
                 );
             }
@@ -171,5 +187,46 @@ impl RootSpanBuilder for RequestSpan {
                 tracing::error!(target: "redis_sessions::access", reason = %err, "request failed before a response");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Layer(String, #[source] Option<Box<Layer>>);
+
+    fn chain(texts: &[&str]) -> Layer {
+        texts
+            .iter()
+            .rev()
+            .fold(None, |inner: Option<Layer>, text| {
+                Some(Layer(text.to_string(), inner.map(Box::new)))
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn each_cause_is_printed_once_even_when_wrappers_repeat_it() {
+        let refused = "Connection refused (os error 111)";
+        let wrapped = format!("Error occurred while creating a new object: {refused}");
+        let e = chain(&[
+            "the session store is unreachable",
+            &wrapped,
+            refused,
+            refused,
+        ]);
+        assert_eq!(
+            error_chain(&e),
+            format!("the session store is unreachable: {wrapped}")
+        );
+    }
+
+    #[test]
+    fn distinct_causes_are_all_printed() {
+        let e = chain(&["outer", "middle", "inner"]);
+        assert_eq!(error_chain(&e), "outer: middle: inner");
     }
 }
