@@ -20,7 +20,7 @@ use crate::session::{
 use crate::telemetry::{self, RequestSpan};
 
 /// Largest request body accepted. No route reads a body; this only bounds abuse.
-pub const MAX_BODY_BYTES: u64 = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Longest request target (path and query) accepted; longer ones get 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// Largest total size of request header names and values; larger heads get 431.
@@ -147,7 +147,7 @@ impl Application {
             App::new()
                 .app_data(info.clone())
                 .app_data(readiness)
-                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES as usize))
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .configure(routes::configure)
                 .wrap(SessionMiddleware::new(
                     store,
@@ -264,8 +264,9 @@ async fn enforce_limits(
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
+        // A length past usize::MAX is too large too, rather than wrapped around.
         declared
-            .filter(|&n| n > MAX_BODY_BYTES)
+            .filter(|&n| usize::try_from(n).map_or(true, |n| n > MAX_BODY_BYTES))
             .map(|_| (StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))
     };
     match refusal {

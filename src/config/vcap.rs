@@ -199,8 +199,9 @@ impl<'a> Binding<'a> {
             Value::String(s) => s.trim().parse::<u64>().ok(),
             _ => None,
         };
-        match port {
-            Some(p @ 1..=65535) => Ok(Some(p as u16)),
+        // try_from refuses what does not fit in a port instead of wrapping it around.
+        match port.and_then(|p| u16::try_from(p).ok()) {
+            Some(p @ 1..) => Ok(Some(p)),
             _ => Err(self.bad(format!("{key} is not a port number between 1 and 65535"))),
         }
     }

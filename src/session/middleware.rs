@@ -128,7 +128,11 @@ where
 
 fn build_cookie(config: &SessionConfig, secure: bool, action: CookieAction) -> Cookie<'static> {
     let (value, max_age) = match action {
-        CookieAction::Set(value) => (value, time::Duration::seconds(config.ttl.as_secs() as i64)),
+        // SESSION_TTL_SECONDS is at most a year, so the fallback is never used.
+        CookieAction::Set(value) => (
+            value,
+            time::Duration::seconds(i64::try_from(config.ttl.as_secs()).unwrap_or(i64::MAX)),
+        ),
         CookieAction::Clear => (String::new(), time::Duration::ZERO),
     };
     Cookie::build(config.cookie_name.clone(), value)

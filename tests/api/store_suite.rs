@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
+
 use redis_sessions::config::RedisEndpoint;
 use redis_sessions::session::id::SessionId;
 use redis_sessions::session::store::{
@@ -108,7 +110,8 @@ store_suite! {
         store.apply(&k, &update(Presence::MustBeNew, &[], &[], Some(("n", 0)))).await.unwrap();
         let step = update(Presence::MustExist, &[], &[], Some(("n", 1)));
         let futures = (0..200).map(|_| store.apply(&k, &step));
-        for r in futures_join(futures).await {
+        // Polled concurrently on this task, the way many requests share a store.
+        for r in join_all(futures).await {
             assert!(matches!(r.unwrap(), Applied::Done(Some(_))));
         }
         assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["n"], "200");
@@ -180,34 +183,6 @@ store_suite! {
     ping_answers(store) {
         store.ping().await.unwrap();
     }
-}
-
-async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    let pinned: Vec<_> = futures.map(Box::pin).collect();
-    // Poll them all concurrently on this task, the way many requests share a store.
-    let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> = pinned.into_iter().map(Some).collect();
-    std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for slot in pending.iter_mut() {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        out.push(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all_done = false,
-                }
-            }
-        }
-        if all_done {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    out
 }
 
 #[tokio::test]
