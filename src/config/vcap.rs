@@ -337,131 +337,140 @@ pub(crate) mod tests {
             .unwrap_or_else(|| panic!("{name}: no binding found"))
     }
 
-    /// (fixture, name, label, host, port, tls, password)
-    type Expected = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-        u16,
-        bool,
-        Option<&'static str>,
-    );
+    /// What one fixture with a single Redis binding must yield.
+    struct Expected {
+        file: &'static str,
+        name: &'static str,
+        label: &'static str,
+        host: &'static str,
+        port: u16,
+        tls: bool,
+        password: Option<&'static str>,
+    }
 
     const SINGLE_BINDING_FIXTURES: &[Expected] = &[
-        (
-            "p-redis-shared-vm.json",
-            "my-redis",
-            "p-redis",
-            "10.0.4.17",
-            34029,
-            false,
-            Some("fake-shared-vm-password"),
-        ),
-        (
-            "p-redis-dedicated-vm.json",
-            "my-redis",
-            "p-redis",
-            "10.0.8.21",
-            6379,
-            false,
-            Some("fake-dedicated-vm-password"),
-        ),
-        (
-            "p.redis-on-demand-tls.json",
-            "redis-sessions",
-            "p.redis",
-            "q-s0.redis-instance.services.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh",
-            16379,
-            true,
-            Some("fake-on-demand-password"),
-        ),
-        (
-            "p.redis-on-demand-no-tls.json",
-            "redis-sessions",
-            "p.redis",
-            "q-s0.redis-instance.svc-dmd.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh",
-            6379,
-            false,
-            Some("fake-redispassword"),
-        ),
-        (
-            "rediscloud.json",
-            "hello-redis",
-            "rediscloud",
-            "redis-15459.c98.us-east-1-4.ec2.cloud.example.com",
-            15459,
-            false,
-            Some("fake-rediscloud-password"),
-        ),
-        (
-            "redislabs.json",
-            "redis-enterprise-service",
-            "redislabs",
-            "redis-16917.internal.redis-enterprise-01.example.com",
-            16917,
-            false,
-            Some("fake-redislabs-password"),
-        ),
-        (
-            "azure-rediscache-osba.json",
-            "my-azure-redis",
-            "azure-rediscache",
-            "fake-cache-name.redis.cache.windows.net",
-            6380,
-            true,
-            Some("fakeAzureKey+with/slash="),
-        ),
-        (
-            "csb-azure-redis.json",
-            "my-csb-azure-redis",
-            "csb-azure-redis",
-            "csb-redis-44444444.redis.cache.windows.net",
-            6380,
-            true,
-            Some("fake-csb-azure-access-key="),
-        ),
-        (
-            "csb-google-redis-memorystore.json",
-            "my-memorystore",
-            "csb-google-redis",
-            "10.128.0.5",
-            6379,
-            false,
-            None,
-        ),
-        (
-            "user-provided-uri.json",
-            "my-external-redis",
-            "user-provided",
-            "redis.example.com",
-            6379,
-            false,
-            Some("fake-ups-password"),
-        ),
-        (
-            "user-provided-rediss-uri-tagged.json",
-            "session-store",
-            "user-provided",
-            "redis-12345.c1.cloud.example.com",
-            12345,
-            true,
-            Some("fake@pass/word"),
-        ),
-        (
-            "mixed-postgres-and-redis.json",
-            "sessions",
-            "p.redis",
-            "q-s0.redis-instance.services.service-instance-0000.bosh",
-            16379,
-            true,
-            Some("fake-password"),
-        ),
+        Expected {
+            file: "p-redis-shared-vm.json",
+            name: "my-redis",
+            label: "p-redis",
+            host: "10.0.4.17",
+            port: 34029,
+            tls: false,
+            password: Some("fake-shared-vm-password"),
+        },
+        Expected {
+            file: "p-redis-dedicated-vm.json",
+            name: "my-redis",
+            label: "p-redis",
+            host: "10.0.8.21",
+            port: 6379,
+            tls: false,
+            password: Some("fake-dedicated-vm-password"),
+        },
+        Expected {
+            file: "p.redis-on-demand-tls.json",
+            name: "redis-sessions",
+            label: "p.redis",
+            host: "q-s0.redis-instance.services.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh",
+            port: 16379,
+            tls: true,
+            password: Some("fake-on-demand-password"),
+        },
+        Expected {
+            file: "p.redis-on-demand-no-tls.json",
+            name: "redis-sessions",
+            label: "p.redis",
+            host: "q-s0.redis-instance.svc-dmd.service-instance-8e8fb07f-9c0b-4313-8748-0cf61f0ee989.bosh",
+            port: 6379,
+            tls: false,
+            password: Some("fake-redispassword"),
+        },
+        Expected {
+            file: "rediscloud.json",
+            name: "hello-redis",
+            label: "rediscloud",
+            host: "redis-15459.c98.us-east-1-4.ec2.cloud.example.com",
+            port: 15459,
+            tls: false,
+            password: Some("fake-rediscloud-password"),
+        },
+        Expected {
+            file: "redislabs.json",
+            name: "redis-enterprise-service",
+            label: "redislabs",
+            host: "redis-16917.internal.redis-enterprise-01.example.com",
+            port: 16917,
+            tls: false,
+            password: Some("fake-redislabs-password"),
+        },
+        Expected {
+            file: "azure-rediscache-osba.json",
+            name: "my-azure-redis",
+            label: "azure-rediscache",
+            host: "fake-cache-name.redis.cache.windows.net",
+            port: 6380,
+            tls: true,
+            password: Some("fakeAzureKey+with/slash="),
+        },
+        Expected {
+            file: "csb-azure-redis.json",
+            name: "my-csb-azure-redis",
+            label: "csb-azure-redis",
+            host: "csb-redis-44444444.redis.cache.windows.net",
+            port: 6380,
+            tls: true,
+            password: Some("fake-csb-azure-access-key="),
+        },
+        Expected {
+            file: "csb-google-redis-memorystore.json",
+            name: "my-memorystore",
+            label: "csb-google-redis",
+            host: "10.128.0.5",
+            port: 6379,
+            tls: false,
+            password: None,
+        },
+        Expected {
+            file: "user-provided-uri.json",
+            name: "my-external-redis",
+            label: "user-provided",
+            host: "redis.example.com",
+            port: 6379,
+            tls: false,
+            password: Some("fake-ups-password"),
+        },
+        Expected {
+            file: "user-provided-rediss-uri-tagged.json",
+            name: "session-store",
+            label: "user-provided",
+            host: "redis-12345.c1.cloud.example.com",
+            port: 12345,
+            tls: true,
+            password: Some("fake@pass/word"),
+        },
+        Expected {
+            file: "mixed-postgres-and-redis.json",
+            name: "sessions",
+            label: "p.redis",
+            host: "q-s0.redis-instance.services.service-instance-0000.bosh",
+            port: 16379,
+            tls: true,
+            password: Some("fake-password"),
+        },
     ];
 
     #[test]
     fn every_single_binding_fixture_yields_its_redis() {
-        for &(file, name, label, host, port, tls, password) in SINGLE_BINDING_FIXTURES {
+        for e in SINGLE_BINDING_FIXTURES {
+            let Expected {
+                file,
+                name,
+                label,
+                host,
+                port,
+                tls,
+                password,
+            } = *e;
             let b = only(file);
             assert_eq!(b.name, name, "{file}: name");
             assert_eq!(b.label, label, "{file}: label");
@@ -481,7 +490,7 @@ pub(crate) mod tests {
         let dir = format!("{}/../shared/fixtures/vcap", env!("CARGO_MANIFEST_DIR"));
         let covered: Vec<&str> = SINGLE_BINDING_FIXTURES
             .iter()
-            .map(|f| f.0)
+            .map(|f| f.file)
             .chain(["ambiguous-two-p-redis.json", "vcap-application.json"])
             .collect();
         for entry in std::fs::read_dir(&dir).expect("fixture directory") {
