@@ -95,6 +95,7 @@ impl Settings {
 mod tests {
     use std::time::Duration;
 
+    use super::vcap::tests::fixture;
     use super::*;
     use proptest::prelude::*;
     use secrecy::ExposeSecret;
@@ -132,8 +133,8 @@ mod tests {
 
     #[test]
     fn on_cloud_foundry_a_bound_redis_is_used_and_logs_are_json() {
-        let app = include_str!("../../../shared/fixtures/vcap/vcap-application.json");
-        let services = include_str!("../../../shared/fixtures/vcap/p.redis-on-demand-tls.json");
+        let app = &fixture("vcap-application.json");
+        let services = &fixture("p.redis-on-demand-tls.json");
         let s = settings(&[("VCAP_APPLICATION", app), ("VCAP_SERVICES", services)]).unwrap();
         assert!(s.platform.on_cloud_foundry);
         assert_eq!(
@@ -153,7 +154,7 @@ mod tests {
 
     #[test]
     fn redis_url_wins_over_vcap_services() {
-        let services = include_str!("../../../shared/fixtures/vcap/ambiguous-two-p-redis.json");
+        let services = &fixture("ambiguous-two-p-redis.json");
         let s = settings(&[
             ("REDIS_URL", "redis://127.0.0.1:7777"),
             ("VCAP_SERVICES", services),
@@ -191,8 +192,8 @@ mod tests {
 
     #[test]
     fn each_bad_value_is_one_line_naming_its_variable() {
-        let app = include_str!("../../../shared/fixtures/vcap/vcap-application.json");
-        let two = include_str!("../../../shared/fixtures/vcap/ambiguous-two-p-redis.json");
+        let app = &fixture("vcap-application.json");
+        let two = &fixture("ambiguous-two-p-redis.json");
         let short = format!("{SECRET},short");
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("PORT", "eighty")], "PORT must be a port number"),
@@ -287,7 +288,7 @@ mod tests {
 
     #[test]
     fn the_cloud_foundry_message_offers_both_ways_out() {
-        let app = include_str!("../../../shared/fixtures/vcap/vcap-application.json");
+        let app = &fixture("vcap-application.json");
         let msg = error(&[("VCAP_APPLICATION", app)]);
         assert!(
             msg.contains("cf bind-service") && msg.contains("SESSION_STORE=memory"),

@@ -323,7 +323,9 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use secrecy::ExposeSecret;
 
-    fn fixture(name: &str) -> String {
+    /// A `VCAP_*` fixture by file name. Every test loads fixtures this way, at run time from
+    /// one directory, so the coverage test below sees the same files the others read.
+    pub(crate) fn fixture(name: &str) -> String {
         let path = format!(
             "{}/../shared/fixtures/vcap/{name}",
             env!("CARGO_MANIFEST_DIR")

@@ -3,15 +3,16 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    BinaryApp, RedisServer, SECRET_A, client, run_binary_expecting_exit, session_cookie,
+    BinaryApp, RedisServer, SECRET_A, client, fixture, run_binary_expecting_exit, session_cookie,
 };
-
-const APP: &str = include_str!("../../../shared/fixtures/vcap/vcap-application.json");
-const TWO_REDIS: &str = include_str!("../../../shared/fixtures/vcap/ambiguous-two-p-redis.json");
 
 #[test]
 fn each_bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
     let short_secret = format!("{SECRET_A},too-short");
+    let (app, two_redis) = (
+        fixture("vcap-application.json"),
+        fixture("ambiguous-two-p-redis.json"),
+    );
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("PORT", "http")], "PORT"),
         (
@@ -34,14 +35,14 @@ fn each_bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
             &[("SESSION_STORE", "redis")],
             "SESSION_STORE=redis but no Redis",
         ),
-        (&[("VCAP_APPLICATION", APP)], "cf create-service"),
+        (&[("VCAP_APPLICATION", &app)], "cf create-service"),
         (
-            &[("VCAP_SERVICES", TWO_REDIS)],
+            &[("VCAP_SERVICES", &two_redis)],
             "\"redis\", \"another-redis\"",
         ),
         (
             &[
-                ("VCAP_SERVICES", TWO_REDIS),
+                ("VCAP_SERVICES", &two_redis),
                 ("REDIS_SERVICE_NAME", "ghost"),
             ],
             "REDIS_SERVICE_NAME=\"ghost\"",
@@ -67,7 +68,8 @@ fn each_bad_configuration_exits_non_zero_with_one_line_naming_the_variable() {
 
 #[test]
 fn the_cloud_foundry_message_says_how_to_bind_redis_or_use_memory() {
-    let (_, stderr) = run_binary_expecting_exit(&[("VCAP_APPLICATION", APP)]);
+    let app = fixture("vcap-application.json");
+    let (_, stderr) = run_binary_expecting_exit(&[("VCAP_APPLICATION", &app)]);
     assert!(stderr.contains("cf bind-service"), "{stderr}");
     assert!(stderr.contains("SESSION_STORE=memory"), "{stderr}");
 }
@@ -99,8 +101,9 @@ async fn json_logs_name_the_binding_and_never_contain_secrets() {
         "credentials":{{"host":"127.0.0.1","port":{},"password":"s3cr3t-redis-pass"}}}}]}}"#,
         redis.port()
     );
+    let vcap_application = fixture("vcap-application.json");
     let mut app = BinaryApp::start(&[
-        ("VCAP_APPLICATION", APP),
+        ("VCAP_APPLICATION", &vcap_application),
         ("VCAP_SERVICES", &services),
         ("SESSION_SECRET", SECRET_A),
         ("COOKIE_SECURE", "false"),
