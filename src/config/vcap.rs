@@ -1,6 +1,6 @@
 //! Finding the bound Redis in `VCAP_SERVICES`, whatever broker made the binding.
 //!
-//! Brokers disagree on the credential shape (see `shared/fixtures/vcap/README.md` for the
+//! Brokers disagree on the credential shape (see `tests/fixtures/vcap/README.md` for the
 //! sources): `host` or `hostname`; ports as numbers or strings; `tls_port`/`sslPort` for TLS;
 //! `password` or Azure's `primaryKey`; and sometimes only a `uri`/`url`. The rules below take
 //! explicit fields first and let the URI fill only what they lack.
@@ -326,10 +326,7 @@ pub(crate) mod tests {
     /// A `VCAP_*` fixture by file name. Every test loads fixtures this way, at run time from
     /// one directory, so the coverage test below sees the same files the others read.
     pub(crate) fn fixture(name: &str) -> String {
-        let path = format!(
-            "{}/../shared/fixtures/vcap/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let path = format!("{}/tests/fixtures/vcap/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
     }
 
@@ -489,11 +486,12 @@ pub(crate) mod tests {
 
     #[test]
     fn every_fixture_file_is_covered_by_a_test() {
-        let dir = format!("{}/../shared/fixtures/vcap", env!("CARGO_MANIFEST_DIR"));
+        let dir = format!("{}/tests/fixtures/vcap", env!("CARGO_MANIFEST_DIR"));
         let covered: Vec<&str> = SINGLE_BINDING_FIXTURES
             .iter()
             .map(|f| f.file)
             .chain(["ambiguous-two-p-redis.json", "vcap-application.json"])
+            .chain(HA_FIXTURES_PINNED_TO_TODAY.iter().copied())
             .collect();
         for entry in std::fs::read_dir(&dir).expect("fixture directory") {
             let file = entry.unwrap().file_name().into_string().unwrap();
@@ -834,6 +832,72 @@ pub(crate) mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    /// Fixtures kept for the high-availability work (Sentinel, cluster endpoints, bindings
+    /// beside a metric registrar). Until then their tests pin today's behaviour, so a change
+    /// to it is a decision someone sees in a failing test rather than an accident.
+    const HA_FIXTURES_PINNED_TO_TODAY: [&str; 4] = [
+        "a9s-redis-sentinel.json",
+        "tanzu-valkey-ha-sentinels.json",
+        "govuk-elasticache-cluster-endpoint.json",
+        "metric-registrar-beside-p-redis.json",
+    ];
+
+    #[test]
+    fn an_a9s_sentinel_binding_today_connects_to_the_master_host_without_its_nested_password() {
+        let b = only("a9s-redis-sentinel.json");
+        assert_eq!(b.name, "session-store");
+        assert_eq!(b.endpoint.host, "redis-a1b2c3-master.service.dc1.consul");
+        assert_eq!(b.endpoint.port, DEFAULT_REDIS_PORT);
+        assert!(!b.endpoint.tls);
+        assert!(
+            b.endpoint.password.is_none(),
+            "the password sits in credentials.redis, which is not read today"
+        );
+    }
+
+    #[test]
+    fn a_tanzu_valkey_sentinel_binding_today_is_not_recognised_as_redis() {
+        let found = find_redis_binding(&fixture("tanzu-valkey-ha-sentinels.json"), None).unwrap();
+        assert!(found.is_none(), "{found:?}");
+    }
+
+    #[test]
+    fn a_govuk_cluster_endpoint_today_is_used_as_a_single_tls_redis() {
+        let b = only("govuk-elasticache-cluster-endpoint.json");
+        assert_eq!(b.name, "sessions-cluster");
+        assert_eq!(
+            b.endpoint.host,
+            "clustercfg.cf-abc123.xyz.euw2.cache.amazonaws.com"
+        );
+        assert_eq!(b.endpoint.port, 6379);
+        assert!(b.endpoint.tls);
+        assert_eq!(
+            b.endpoint.password.as_ref().map(|p| p.expose_secret()),
+            Some("elasticache-fake-token")
+        );
+    }
+
+    #[test]
+    fn a_metric_registrar_service_beside_p_redis_today_makes_the_choice_ambiguous() {
+        let err =
+            find_redis_binding(&fixture("metric-registrar-beside-p-redis.json"), None).unwrap_err();
+        assert!(
+            matches!(err, VcapError::Ambiguous(ref n)
+                if n.len() == 2 && n.iter().any(|n| n == "secure-endpoint-redis-sessions")),
+            "{err}"
+        );
+        let b = find_redis_binding(
+            &fixture("metric-registrar-beside-p-redis.json"),
+            Some("redis-sessions-store"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            b.endpoint.host,
+            "q-s0.redis-instance.net.service-instance-9f8e.bosh"
+        );
     }
 
     #[test]

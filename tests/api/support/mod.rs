@@ -43,10 +43,7 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 /// A `VCAP_*` fixture by file name, read at run time from the one fixture directory that the
 /// unit tests in `src/config/vcap.rs` read too.
 pub fn fixture(name: &str) -> String {
-    let path = format!(
-        "{}/../shared/fixtures/vcap/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/vcap/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"))
 }
 
