@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks redis-sessions side by side with two peers that do the same job (a visit counter
 # in a Redis-backed session): Express + express-session + connect-redis, and actix-session's
-# RedisSessionStore. Everything runs on this machine against a Redis started here.
+# RedisSessionStore. The peers are ours, under ci/bench/peers/ (see its README); this script
+# installs and builds them from their lock files. Everything runs on this machine against a
+# Redis started here.
 #
 # Usage: ci/bench.sh [-h]          (about 11 minutes with the defaults)
 #
@@ -15,7 +17,6 @@
 #   BENCH_SERVERS      servers to run (default "ours express1 express2 actix-pool actix-manager")
 #   BENCH_REV          a commit to measure instead of the working tree (e.g. HEAD); it is
 #                      exported with git archive and built under target/bench/rev/
-#   BENCH_PEERS_SRC    the peers' sources (default: shared/bench/peers beside the repository)
 #   BENCH_MAX_OTHER    other processes' CPU use, in % of a core, above which the machine counts
 #                      as busy: runs wait for it to calm down, and a run disturbed anyway is
 #                      repeated, up to twice (default 30)
@@ -43,6 +44,7 @@ LOGS=$OUT/logs
 TSV=$OUT/runs.tsv
 RESULTS=$OUT/results.md
 LUA=$BENCH_DIR/counter.lua
+PEERS_SRC=$BENCH_DIR/peers
 PEERS=$OUT/peers
 
 DURATION=${BENCH_DURATION:-10s}
@@ -51,7 +53,6 @@ CONNECTIONS=${BENCH_CONNECTIONS:-32 256}
 TAIL=${BENCH_TAIL:-1}
 SCALING=${BENCH_SCALING:-1000 100000 1000000}
 SERVERS=${BENCH_SERVERS:-ours express1 express2 actix-pool actix-manager}
-PEERS_SRC=${BENCH_PEERS_SRC:-$ROOT/../shared/bench/peers}
 MAX_OTHER=${BENCH_MAX_OTHER:-30}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
 QUIET_BUDGET=900
@@ -135,30 +136,25 @@ OURS_INNER=$(grep -o "redis\.p\{0,1\}call(['\"][A-Za-z]*['\"]" "$OURS_SRC/src/se
   | sed "s/.*(['\"]//; s/['\"]\$//" | tr '[:upper:]' '[:lower:]' | sort -u | tr '\n' ' ' || true)
 [ -n "$OURS_INNER" ] || note "warning: no redis.call in src/session/store/redis.rs; every command of ours counts as a round trip"
 
-if [[ " $SERVERS " == *" express"* || " $SERVERS " == *" actix"* ]]; then
-  [ -d "$PEERS_SRC" ] || die "peers not found at $PEERS_SRC (set BENCH_PEERS_SRC)"
-  # The shared copy is read-only; build in a private copy, keeping node_modules and target/.
-  mkdir -p "$PEERS/express" "$PEERS/actix-session"
-  # -p keeps the sources' times, so cargo does not rebuild an unchanged peer.
-  cp -p "$PEERS_SRC/express/package.json" "$PEERS_SRC/express/package-lock.json" "$PEERS_SRC/express/server.js" "$PEERS/express/"
-  cp -p "$PEERS_SRC/actix-session/Cargo.toml" "$PEERS/actix-session/"
-  rm -rf "$PEERS/actix-session/src" && cp -rp "$PEERS_SRC/actix-session/src" "$PEERS/actix-session/src"
-  chmod -R u+w "$PEERS"
-fi
+EXPRESS_DIR=$PEERS_SRC/express
 if [[ " $SERVERS " == *" express"* ]]; then
-  if ! cmp -s "$PEERS/express/package-lock.json" "$PEERS/express/node_modules/.bench-lock" 2>/dev/null; then
+  # npm ci wipes node_modules, so it runs only when the lock file changed since the last one.
+  if ! cmp -s "$EXPRESS_DIR/package-lock.json" "$EXPRESS_DIR/node_modules/.bench-lock" 2>/dev/null; then
     note "npm ci (express peer)"
-    (cd "$PEERS/express" && npm ci --no-audit --no-fund --loglevel=error >"$LOGS/npm-ci.log" 2>&1) \
+    (cd "$EXPRESS_DIR" && npm ci --no-audit --no-fund --loglevel=error >"$LOGS/npm-ci.log" 2>&1) \
       || die "npm ci failed, see $LOGS/npm-ci.log"
-    cp "$PEERS/express/package-lock.json" "$PEERS/express/node_modules/.bench-lock"
+    cp "$EXPRESS_DIR/package-lock.json" "$EXPRESS_DIR/node_modules/.bench-lock"
   fi
 fi
+# The peer's build stays under target/, beside ours, rather than in the source tree.
+ACTIX_TARGET=$PEERS/actix-session
 if [[ " $SERVERS " == *" actix"* ]]; then
   note "building the actix-session peer (release)"
-  (cd "$PEERS/actix-session" && cargo build --release --quiet >"$LOGS/actix-build.log" 2>&1) \
+  CARGO_TARGET_DIR=$ACTIX_TARGET cargo build --release --locked --quiet \
+    --manifest-path "$PEERS_SRC/actix-session/Cargo.toml" >"$LOGS/actix-build.log" 2>&1 \
     || die "building the actix-session peer failed, see $LOGS/actix-build.log"
 fi
-ACTIX_BIN=$PEERS/actix-session/target/release/peer-actix-session
+ACTIX_BIN=$ACTIX_TARGET/release/peer-actix-session
 
 # --- Processes -----------------------------------------------------------------------------
 STARTED=()   # every pid this script started, stopped on exit
@@ -235,7 +231,7 @@ start_server() {
       "${env_base[@]}" COOKIE_SECURE=false LOG_FORMAT=text "$OURS_BIN" >>"$LOGS/ours.log" 2>&1 &
       pid=$! ;;
     express1 | express2)
-      (cd "$PEERS/express" && exec "${env_base[@]}" "WORKERS=${s#express}" node server.js >"$LOGS/$s.log" 2>&1) &
+      (cd "$EXPRESS_DIR" && exec "${env_base[@]}" "WORKERS=${s#express}" node server.js >"$LOGS/$s.log" 2>&1) &
       pid=$! ;;
     actix-pool | actix-manager)
       "${env_base[@]}" "REDIS_STORE=${s#actix-}" "$ACTIX_BIN" >"$LOGS/$s.log" 2>&1 &
@@ -611,14 +607,15 @@ ms() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.2f ms", x
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 <= 0) print "n/a"; else printf "%.2f", a / b }'; }
 mode_label() { [ "$1" = cookie ] && echo "one cookie" || echo "no cookie"; }
 
-REPRO="cd $ROOT && "
+# From the root of any clone: the measured commit is named, never this machine's directory.
+REPRO=""
 [ "$DURATION" != 10s ] && REPRO+="BENCH_DURATION=$DURATION "
 [ "$ROUNDS" != 2 ] && REPRO+="BENCH_ROUNDS=$ROUNDS "
 [ "$CONNECTIONS" != "32 256" ] && REPRO+="BENCH_CONNECTIONS='$CONNECTIONS' "
 [ "$TAIL" != 1 ] && REPRO+="BENCH_TAIL=$TAIL "
 [ "$SCALING" != "1000 100000 1000000" ] && REPRO+="BENCH_SCALING='$SCALING' "
 [ "$SERVERS" != "ours express1 express2 actix-pool actix-manager" ] && REPRO+="BENCH_SERVERS='$SERVERS' "
-[ -n "${BENCH_REV:-}" ] && REPRO+="BENCH_REV=$REVISION "
+[[ $REVISION =~ ^[0-9a-f]+$ ]] && REPRO+="BENCH_REV=$REVISION "
 REPRO+="ci/bench.sh"
 
 {
@@ -628,7 +625,7 @@ REPRO+="ci/bench.sh"
   echo "- Software: Redis $REDIS_VERSION, $WRK_VERSION, $(node --version 2>/dev/null | sed 's/^/Node /' || echo 'no Node'), $(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
   echo "- Run: $STARTED_AT, $ELAPSED s in all; wrk --latency -t1, ${DUR_S} s per run (the last ${TAIL} s start no request, so none is in flight at the deadline), $ROUNDS round(s) with the servers interleaved, medians shown"
   echo "- Measured: redis-sessions at $REVISION"
-  echo "- Reproduce: \`$REPRO\`"
+  echo "- Reproduce, from the repository root: \`$REPRO\`"
   echo
   echo "These figures compare the servers with each other on a small shared machine; they are not"
   echo "absolute capacity. req/s counts 2xx counter pages over the part of each run that sends requests."
