@@ -1,268 +1,119 @@
 #!/usr/bin/env python3
-"""Browser check of the visit counter, driven through chromedriver's W3C WebDriver API.
+"""Browser check of the visit counter in headless Chromium, driven by Selenium.
 
-Only the standard library is used so that CI needs nothing beyond python3, chromium and
-chromium-driver. Run by ci/browser.sh, which starts the service and chromedriver.
+Run by ci/browser.sh, which starts the service and installs Selenium (pinned in
+ci/browser.requirements.txt) into a venv. Selenium starts Debian's chromedriver itself; it
+never downloads a driver, because the driver's path is given (Selenium Manager is skipped).
 """
 
 import argparse
-import base64
-import json
 import os
 import shutil
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 # Chromium's first start on a small CI machine (2 cores) can take many seconds.
-SESSION_TIMEOUT = 90
-COMMAND_TIMEOUT = 30
+PAGE_LOAD_TIMEOUT = 60
 WAIT_TIMEOUT = 10
-POLL_INTERVAL = 0.1
 
-# Fixed by the W3C spec (not chromedriver's own "ELEMENT"), so it works with any driver.
-ELEMENT_KEY = "element-6066-11e4-a52e-4f735466cecf"
+DESKTOP = (1280, 900)
+# An iPhone 12-15's CSS viewport: the narrow width most visitors on a phone have.
+PHONE = (390, 844)
 
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
     "--disable-dev-shm-usage",
     # A fixed size keeps screenshots comparable between runs and machines.
-    "--window-size=1280,900",
+    f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
 ]
-
-# A proxy from the environment must never see requests meant for 127.0.0.1.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class CheckFailed(Exception):
     """A step of the check did not give what the page should give."""
 
 
-class WebDriverError(Exception):
-    """chromedriver refused or failed a command; `code` is the W3C error code, if any."""
-
-    def __init__(self, message, code=None):
-        super().__init__(message)
-        self.code = code
-
-
-def error_from_response(method, url, e):
-    """WebDriver errors come as JSON bodies on 4xx/5xx; their code and message are the useful part."""
-    payload = e.read()
-    try:
-        value = json.loads(payload)["value"]
-        code, message = value["error"], value["message"]
-    except (ValueError, KeyError, TypeError):
-        return WebDriverError(f"{method} {url}: HTTP {e.code}: {payload[:500]!r}")
-    return WebDriverError(f"{method} {url}: {code}: {message}", code)
-
-
-def http_json(method, url, body=None, timeout=COMMAND_TIMEOUT):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json; charset=utf-8")
-    try:
-        with _OPENER.open(request, timeout=timeout) as response:
-            payload = response.read()
-    except urllib.error.HTTPError as e:
-        raise error_from_response(method, url, e) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        raise WebDriverError(f"{method} {url}: {e}") from None
-    return json.loads(payload)["value"] if payload else None
-
-
-class Browser:
-    """One WebDriver session; use as a context manager so the browser always goes away."""
-
-    def __init__(self, webdriver_url, chromium, profile_dir):
-        self.webdriver_url = webdriver_url.rstrip("/")
-        self.chromium = chromium
-        self.profile_dir = profile_dir
-        self.session_id = None
-
-    def __enter__(self):
-        capabilities = {
-            "capabilities": {
-                "alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {
-                        "binary": self.chromium,
-                        "args": CHROMIUM_ARGS + [f"--user-data-dir={self.profile_dir}"],
-                    },
-                }
-            }
-        }
-        value = http_json("POST", f"{self.webdriver_url}/session", capabilities, timeout=SESSION_TIMEOUT)
-        self.session_id = value["sessionId"]
-        caps = value.get("capabilities", {})
-        print(f"browser: {caps.get('browserName')} {caps.get('browserVersion')}", flush=True)
-        return self
-
-    def __exit__(self, *exc):
-        if self.session_id is None:
-            return False
-        try:
-            http_json("DELETE", self._url(""))
-        except WebDriverError as e:
-            # The original failure matters more; ci/browser.sh kills chromedriver anyway.
-            print(f"warning: could not end the WebDriver session: {e}", file=sys.stderr)
-        self.session_id = None
-        return False
-
-    def _url(self, path):
-        return f"{self.webdriver_url}/session/{self.session_id}{path}"
-
-    def command(self, method, path, body=None):
-        return http_json(method, self._url(path), body)
-
-    def navigate(self, url):
-        self.command("POST", "/url", {"url": url})
-
-    def refresh(self):
-        self.command("POST", "/refresh", {})
-
-    def current_url(self):
-        return self.command("GET", "/url")
-
-    def find(self, css):
-        """The element matching `css`, or None while the page does not have it yet."""
-        try:
-            value = self.command("POST", "/element", {"using": "css selector", "value": css})
-        except WebDriverError as e:
-            if e.code == "no such element":
-                return None
-            raise
-        return value[ELEMENT_KEY]
-
-    def text(self, element):
-        return self.command("GET", f"/element/{element}/text")
-
-    def click(self, element):
-        self.command("POST", f"/element/{element}/click", {})
-
-    def is_stale(self, element):
-        try:
-            self.command("GET", f"/element/{element}/name")
-        except WebDriverError as e:
-            if e.code in ("stale element reference", "no such element"):
-                return True
-            raise
-        return False
-
-    def execute(self, script):
-        return self.command("POST", "/execute/sync", {"script": script, "args": []})
-
-    def cookie(self, name):
-        """The named cookie as WebDriver sees it (HttpOnly ones included), or None."""
-        try:
-            return self.command("GET", f"/cookie/{name}")
-        except WebDriverError as e:
-            if e.code == "no such cookie":
-                return None
-            raise
-
-    def screenshot(self, path):
-        png = base64.b64decode(self.command("GET", "/screenshot"))
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(png)
-        return len(png)
-
-
-def wait_until(description, probe, timeout=WAIT_TIMEOUT):
-    """Polls `probe` until it returns (True, value); fails naming the last value seen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        done, last = probe()
-        if done:
-            return last
-        if time.monotonic() >= deadline:
-            raise CheckFailed(f"timed out after {timeout}s waiting for {description}; last seen: {last!r}")
-        time.sleep(POLL_INTERVAL)
-
-
-def read_visits(browser, expected):
-    """Waits for a loaded page whose #visits shows `expected`, and returns it."""
-
-    def probe():
-        if browser.execute("return document.readyState") != "complete":
-            return False, "page still loading"
-        element = browser.find("#visits")
-        if element is None:
-            return False, f"no #visits on {browser.current_url()}"
-        try:
-            text = browser.text(element).strip()
-        except WebDriverError as e:
-            # The page may be replaced between finding the element and reading it.
-            if e.code == "stale element reference":
-                return False, "page replaced while reading"
-            raise
-        return text == str(expected), text
-
-    return wait_until(f"#visits to read {expected}", probe)
-
-
 def passed(message):
     print(f"PASS: {message}", flush=True)
 
 
-def check_counting(browser, base_url):
-    browser.navigate(f"{base_url}/")
-    read_visits(browser, 1)
+def wait_for(driver, description, condition):
+    """Waits for `condition(driver)` to be truthy and returns it; fails naming what was awaited."""
+    try:
+        return WebDriverWait(driver, WAIT_TIMEOUT, ignored_exceptions=[StaleElementReferenceException]).until(
+            condition
+        )
+    except TimeoutException:
+        raise CheckFailed(f"timed out after {WAIT_TIMEOUT}s waiting for {description} on {driver.current_url}")
+
+
+def read_visits(driver, expected):
+    """Waits for a loaded page whose #visits shows `expected`."""
+    wait_for(
+        driver,
+        f"#visits to read {expected}",
+        lambda d: d.execute_script("return document.readyState") == "complete"
+        and d.find_element(By.ID, "visits").text.strip() == str(expected),
+    )
+
+
+def check_counting(driver, base_url):
+    driver.get(f"{base_url}/")
+    read_visits(driver, 1)
     passed("first visit reads 1")
     for visits in (2, 3, 4):
-        browser.refresh()
-        read_visits(browser, visits)
+        driver.refresh()
+        read_visits(driver, visits)
     passed("after 3 reloads #visits reads 4")
 
 
-def check_cookie_is_http_only(browser):
-    cookie = browser.cookie("sid")
+def check_cookie_is_http_only(driver):
+    cookie = driver.get_cookie("sid")
     # Without this, a missing cookie would pass the document.cookie check for the wrong reason.
     if cookie is None:
         raise CheckFailed("the browser holds no 'sid' cookie, yet the count survived reloads")
     if cookie.get("httpOnly") is not True:
-        raise CheckFailed(f"the 'sid' cookie is not HttpOnly: {cookie!r}")
-    visible = browser.execute("return document.cookie")
+        raise CheckFailed("the 'sid' cookie is not HttpOnly")
+    visible = driver.execute_script("return document.cookie")
     names = [part.split("=", 1)[0].strip() for part in visible.split(";") if part.strip()]
     if "sid" in names:
-        raise CheckFailed(f"document.cookie exposes the session cookie: {visible!r}")
+        raise CheckFailed(f"document.cookie exposes the session cookie (names: {names})")
     passed(f"'sid' is HttpOnly: set in the browser, absent from document.cookie ({visible!r})")
 
 
-def check_forget_me(browser, base_url):
-    """Clicks 'Forget me' and returns the session cookie it was meant to retire."""
-    button = browser.find('form[action="/reset"] button[type="submit"]')
-    if button is None:
+def check_forget_me(driver, base_url):
+    """Clicks 'Forget me' and checks the fresh count and the new session cookie."""
+    buttons = driver.find_elements(By.CSS_SELECTOR, 'form[action="/reset"] button[type="submit"]')
+    if not buttons:
         raise CheckFailed("no submit button in a form posting to /reset")
-    label = browser.text(button).strip()
+    label = buttons[0].text.strip()
     if label != "Forget me":
         raise CheckFailed(f"the reset button reads {label!r}, expected 'Forget me'")
-    old_visits = browser.find("#visits")
-    old_sid = browser.cookie("sid")
-    browser.click(button)
+    old_visits = driver.find_element(By.ID, "visits")
+    old_sid = driver.get_cookie("sid")
+    buttons[0].click()
     # Until the old page is gone, #visits would still read the old count.
-    wait_until("the page to be replaced after the click", lambda: (browser.is_stale(old_visits), "old page"))
-    read_visits(browser, 1)
-    url = browser.current_url()
-    if url.rstrip("/") != base_url.rstrip("/"):
+    wait_for(driver, "the page to be replaced after the click", EC.staleness_of(old_visits))
+    read_visits(driver, 1)
+    url = driver.current_url
+    if url.rstrip("/") != base_url:
         raise CheckFailed(f"after 'Forget me' the browser is on {url!r}, expected {base_url}/")
     passed(f"'Forget me' lands on {url} with a fresh count of 1")
-    return old_sid
 
-
-def check_session_renewed(browser, old_sid):
-    new_sid = browser.cookie("sid")
+    new_sid = driver.get_cookie("sid")
     # A reused id would let whoever knew the old cookie follow the visitor (session fixation).
     # Values stay out of the messages: they are bearer credentials.
     if new_sid is None:
@@ -272,37 +123,73 @@ def check_session_renewed(browser, old_sid):
     passed("'Forget me' issued a new session cookie")
 
 
-def save_screenshot(browser, path):
-    size = browser.screenshot(path)
-    if size == 0:
-        raise CheckFailed("the screenshot is empty")
-    passed(f"screenshot saved ({size} bytes)")
-    print(f"screenshot: {path}", flush=True)
+def save_screenshot(driver, path):
+    if not driver.save_screenshot(path) or os.path.getsize(path) == 0:
+        raise CheckFailed(f"the screenshot {path} is empty")
+    passed(f"screenshot saved: {path} ({os.path.getsize(path)} bytes)")
+
+
+def check_phone_width(driver, base_url, path):
+    """At a phone's width the page must fit: no sideways scrolling, as a person would notice."""
+    width, height = PHONE
+    # Device emulation rather than a window resize, so that the page is laid out as on a phone,
+    # where the viewport meta tag decides the layout width.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True},
+    )
+    try:
+        driver.get(f"{base_url}/")
+        read_visits(driver, 2)
+        client, scroll = driver.execute_script(
+            "const e = document.documentElement; return [e.clientWidth, e.scrollWidth];"
+        )
+        # Without a viewport meta tag a phone lays the page out 980 px wide and shrinks it.
+        if client != width:
+            raise CheckFailed(f"at {width} px the layout is {client} px wide: is the viewport meta tag missing?")
+        if scroll > client:
+            raise CheckFailed(f"at {width} px the page scrolls sideways: scrollWidth {scroll} > clientWidth {client}")
+        passed(f"at {width} px wide the page has no horizontal scrolling (scrollWidth {scroll} <= {client})")
+        save_screenshot(driver, path)
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-url", required=True, help="the service, e.g. http://127.0.0.1:18080")
-    parser.add_argument("--webdriver", required=True, help="chromedriver, e.g. http://127.0.0.1:9515")
-    parser.add_argument("--screenshot", required=True, help="PNG file to write")
-    parser.add_argument("--chromium", default="/usr/bin/chromium", help="browser binary for chromedriver")
+    parser.add_argument("--screenshot-dir", required=True, help="directory for counter.png and counter-phone.png")
+    parser.add_argument("--chromium", default="/usr/bin/chromium", help="the browser binary")
+    parser.add_argument("--chromedriver", default="/usr/bin/chromedriver", help="the driver binary")
+    parser.add_argument("--driver-log", help="file for chromedriver's log")
     return parser.parse_args(argv)
 
 
 def run(args):
-    if not (os.path.isfile(args.chromium) and os.access(args.chromium, os.X_OK)):
-        raise CheckFailed(f"{args.chromium} is missing: install the Debian package 'chromium'")
+    for path, package in ((args.chromium, "chromium"), (args.chromedriver, "chromium-driver")):
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise CheckFailed(f"{path} is missing: install the Debian package '{package}'")
     base_url = args.base_url.rstrip("/")
+    os.makedirs(args.screenshot_dir, exist_ok=True)
     # A fresh profile: cookies or cache left by an earlier run would skew the counts.
     profile_dir = tempfile.mkdtemp(prefix="chromium-profile-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = args.chromium
+    for arg in CHROMIUM_ARGS + [f"--user-data-dir={profile_dir}"]:
+        options.add_argument(arg)
+    service = Service(executable_path=args.chromedriver, log_output=args.driver_log)
+    driver = None
     try:
-        with Browser(args.webdriver, args.chromium, profile_dir) as browser:
-            check_counting(browser, base_url)
-            check_cookie_is_http_only(browser)
-            old_sid = check_forget_me(browser, base_url)
-            check_session_renewed(browser, old_sid)
-            save_screenshot(browser, args.screenshot)
+        driver = webdriver.Chrome(service=service, options=options)
+        driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)
+        check_counting(driver, base_url)
+        check_cookie_is_http_only(driver)
+        check_forget_me(driver, base_url)
+        save_screenshot(driver, os.path.join(args.screenshot_dir, "counter.png"))
+        check_phone_width(driver, base_url, os.path.join(args.screenshot_dir, "counter-phone.png"))
     finally:
+        if driver is not None:
+            driver.quit()
         shutil.rmtree(profile_dir, ignore_errors=True)
 
 
@@ -310,7 +197,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         run(args)
-    except (CheckFailed, WebDriverError) as e:
+    except (CheckFailed, WebDriverException) as e:
         print(f"FAIL: {e}", file=sys.stderr, flush=True)
         return 1
     print("PASS: browser check complete", flush=True)

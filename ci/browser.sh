@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Browser check of the visit counter in headless Chromium: builds the release binary, runs it
-# on the embedded memory store next to chromedriver, and drives both with ci/browser.py.
+# on the embedded memory store, and drives Chromium through chromedriver with ci/browser.py
+# (Selenium, pinned in ci/browser.requirements.txt and installed into a venv under target/).
 #
-# Needs the Debian packages chromium and chromium-driver (installed by another script).
+# Needs the Debian packages chromium, chromium-driver and python3-venv (.ci/run installs
+# them), and PyPI for the first install of Selenium.
 # Usage: bash ci/browser.sh
 set -euo pipefail
 
@@ -12,14 +14,15 @@ CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SERVICE_BIN="$TARGET_DIR/release/redis-sessions"
-SCREENSHOT="$TARGET_DIR/browser/counter.png"
+SCREENSHOT_DIR="$TARGET_DIR/browser"
+VENV="$TARGET_DIR/browser-venv"
+REQUIREMENTS=ci/browser.requirements.txt
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-30}
 # Ports other services on a developer machine or CI runner are likely to hold.
 RESERVED_PORTS=(8080 6379)
 
 work_dir=""
 service_pid=""
-driver_pid=""
 check_pid=""
 
 log() {
@@ -38,8 +41,8 @@ is_running() {
     [[ $state != Z* ]]
 }
 
-# Each helper runs in its own process group (see start_in_group) so that Chromium, which
-# chromedriver spawns, goes away with it. The group id is the pid we recorded.
+# Each helper runs in its own process group (see start_in_group) so that chromedriver and
+# Chromium, which the check spawns, go away with it. The group id is the pid we recorded.
 stop_group() {
     local pid=$1 name=$2
     [[ -n $pid ]] || return 0
@@ -66,11 +69,7 @@ show_log_tail() {
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    if [[ -n $check_pid ]]; then
-        kill -TERM "$check_pid" 2>/dev/null || true
-        wait "$check_pid" 2>/dev/null || true
-    fi
-    stop_group "$driver_pid" chromedriver
+    stop_group "$check_pid" "the check"
     stop_group "$service_pid" redis-sessions
     if [[ $status -ne 0 ]]; then
         if [[ -n $work_dir ]]; then
@@ -87,13 +86,13 @@ require_tools() {
     [[ -x $CHROMIUM ]] || die "$CHROMIUM not found: install the Debian package 'chromium'"
     [[ -x $CHROMEDRIVER ]] || die "$CHROMEDRIVER not found: install the Debian package 'chromium-driver'"
     local tool
-    for tool in cargo python3 curl setsid ps; do
+    for tool in cargo python3 curl setsid ps cmp; do
         command -v "$tool" >/dev/null || die "'$tool' is required but not on PATH"
     done
 }
 
 # Asks the kernel for a port that is free right now; the reserved ones and any given as
-# arguments are refused so the service and chromedriver never collide.
+# arguments are refused.
 free_port() {
     python3 - "${RESERVED_PORTS[@]}" "$@" <<'EOF'
 import socket, sys
@@ -148,28 +147,37 @@ start_service() {
     wait_for_http redis-sessions "$service_pid" "http://127.0.0.1:$port/health"
 }
 
-start_chromedriver() {
-    local port=$1
-    log "starting chromedriver on port $port"
-    # INFO logs every WebDriver command, which is what a failed check needs to be understood.
-    start_in_group "$work_dir/chromedriver.log" "$CHROMEDRIVER" --port="$port" --log-level=INFO
-    driver_pid=$!
-    wait_for_http chromedriver "$driver_pid" "http://127.0.0.1:$port/status"
+# The venv is rebuilt only when the pins change; the copy of the requirements is the stamp.
+install_selenium() {
+    if cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
+        return 0
+    fi
+    log "installing Selenium into $VENV"
+    rm -rf -- "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed: install the Debian package 'python3-venv'"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS" \
+        || die "pip install -r $REQUIREMENTS failed"
+    cp "$REQUIREMENTS" "$VENV/requirements.txt"
 }
 
 run_check() {
-    local service_port=$1 driver_port=$2
-    mkdir -p "$(dirname "$SCREENSHOT")"
-    # In the background so that a TERM reaches the trap at once instead of after the check.
-    python3 ci/browser.py \
+    local service_port=$1
+    mkdir -p "$SCREENSHOT_DIR"
+    # Its own process group, so chromedriver and Chromium go with it on any exit. In the
+    # background so that a TERM reaches the trap at once instead of after the check.
+    # SE_OFFLINE: Selenium Manager, were it ever consulted, must not go to the network.
+    setsid env SE_OFFLINE=true "$VENV/bin/python" ci/browser.py \
         --base-url "http://127.0.0.1:$service_port" \
-        --webdriver "http://127.0.0.1:$driver_port" \
-        --screenshot "$SCREENSHOT" \
-        --chromium "$CHROMIUM" &
+        --screenshot-dir "$SCREENSHOT_DIR" \
+        --chromium "$CHROMIUM" \
+        --chromedriver "$CHROMEDRIVER" \
+        --driver-log "$work_dir/chromedriver.log" </dev/null &
     check_pid=$!
     local status=0
     wait "$check_pid" || status=$?
-    # Forgotten at once: once reaped, its pid may belong to someone else.
+    # Anything of the group still alive (a Chromium the check could not quit) goes now; then
+    # the pid is forgotten, since once reaped it may belong to someone else.
+    kill -KILL -- "-$check_pid" 2>/dev/null || true
     check_pid=""
     return "$status"
 }
@@ -180,19 +188,18 @@ main() {
     trap 'exit 143' TERM
 
     require_tools
+    install_selenium
     build_service
 
     work_dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-sessions-browser.XXXXXX")
     # Chromium and the check put their temporary files here too, so nothing outlives the run.
     export TMPDIR="$work_dir"
 
-    local service_port driver_port
+    local service_port
     service_port=$(free_port)
     start_service "$service_port"
-    driver_port=$(free_port "$service_port")
-    start_chromedriver "$driver_port"
 
-    run_check "$service_port" "$driver_port"
+    run_check "$service_port"
     log "browser check passed"
 }
 
