@@ -132,9 +132,9 @@ fi
 [ -x "$OURS_BIN" ] || die "no $OURS_BIN after the build"
 # Commands that our Lua scripts run inside Redis: commandstats counts them like any other,
 # but they cost no round trip. Read from the source, so a changed script is followed.
-OURS_INNER=$(grep -o "redis\.p\{0,1\}call(['\"][A-Za-z]*['\"]" "$OURS_SRC/src/session/store/redis.rs" 2>/dev/null \
+OURS_INNER=$(grep -rho --include='*.rs' --include='*.lua' "redis\.p\{0,1\}call(['\"][A-Za-z]*['\"]" "$OURS_SRC/src/session/store" 2>/dev/null \
   | sed "s/.*(['\"]//; s/['\"]\$//" | tr '[:upper:]' '[:lower:]' | sort -u | tr '\n' ' ' || true)
-[ -n "$OURS_INNER" ] || note "warning: no redis.call in src/session/store/redis.rs; every command of ours counts as a round trip"
+[ -n "$OURS_INNER" ] || note "warning: no redis.call under src/session/store/; every command of ours counts as a round trip"
 
 EXPRESS_DIR=$PEERS_SRC/express
 if [[ " $SERVERS " == *" express"* ]]; then
