@@ -11,7 +11,7 @@ use actix_web::middleware::{ErrorHandlers, Next, from_fn};
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
-use crate::config::{RedisSource, Settings, StoreSettings};
+use crate::config::{RedisSource, RedisTopology, Settings, StoreSettings};
 use crate::routes::{self, AppInfo, Readiness};
 use crate::session::store::{MemoryStore, RedisStore};
 use crate::session::{
@@ -81,20 +81,44 @@ impl Application {
         let mut app = match &settings.store {
             StoreSettings::Redis(redis) => {
                 let e = &redis.endpoint;
+                let topology = redis.topology.name();
                 match &redis.source {
                     RedisSource::Binding { name, label } => tracing::info!(
                         binding.name = %name, binding.label = %label, redis.host = %e.host,
-                        redis.port = e.port, redis.tls = e.tls, "session store: Redis from VCAP_SERVICES"
+                        redis.port = e.port, redis.tls = e.tls, redis.topology = topology,
+                        "session store: Redis from VCAP_SERVICES"
                     ),
                     RedisSource::Url => tracing::info!(
                         redis.host = %e.host, redis.port = e.port, redis.tls = e.tls,
-                        "session store: Redis from REDIS_URL"
+                        redis.topology = topology, "session store: Redis from REDIS_URL"
+                    ),
+                    RedisSource::Nodes => tracing::info!(
+                        redis.host = %e.host, redis.port = e.port, redis.topology = topology,
+                        "session store: Redis from REDIS_SENTINELS or REDIS_CLUSTER_NODES"
+                    ),
+                }
+                match &redis.topology {
+                    RedisTopology::Sentinel(s) => tracing::info!(
+                        redis.sentinel.master = %s.master,
+                        redis.sentinels = %s.sentinels.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                        "topology: sentinel (the primary is asked of the Sentinels on every new connection)"
+                    ),
+                    RedisTopology::Cluster { nodes } => tracing::info!(
+                        redis.cluster.seeds = %nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+                        "topology: cluster"
+                    ),
+                    RedisTopology::Standalone => {
+                        tracing::info!("topology: standalone (REDIS_MODE=standalone)")
+                    }
+                    RedisTopology::Auto => tracing::info!(
+                        "topology: auto (the endpoint is asked INFO cluster at first connect)"
                     ),
                 }
                 // The pool size is per process; each worker thread gets its share.
                 let per_worker = redis.pool_size.div_ceil(settings.http.workers).max(1);
                 let template = Arc::new(RedisStore::new(
                     e,
+                    &redis.topology,
                     per_worker,
                     redis.timeout,
                     &settings.session.key_prefix,

@@ -16,6 +16,14 @@ pub enum ConfigError {
         /// The value given (never for secrets).
         got: String,
     },
+    /// Variables that contradict each other, or one that needs another.
+    #[error("{var} {why}")]
+    Conflict {
+        /// The variable to change.
+        var: &'static str,
+        /// What is wrong with the combination.
+        why: &'static str,
+    },
     /// `VCAP_APPLICATION` is not JSON.
     #[error("VCAP_APPLICATION is not valid JSON: {0}")]
     VcapApplication(#[source] serde_json::Error),

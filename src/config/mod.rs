@@ -9,6 +9,11 @@
 //! | `CF_INSTANCE_GUID` | unset | this instance's GUID, for logs |
 //! | `REDIS_URL` | unset | explicit `redis://` or `rediss://` URL; wins over `VCAP_SERVICES` |
 //! | `REDIS_SERVICE_NAME` | unset | the binding to use, by `name` or `instance_name` |
+//! | `REDIS_MODE` | `auto` | `auto`, `standalone`, `sentinel` or `cluster` |
+//! | `REDIS_SENTINELS` | unset | `host:port,...` of the Sentinels |
+//! | `REDIS_SENTINEL_MASTER` | unset | the master's name the Sentinels know |
+//! | `REDIS_SENTINEL_PASSWORD` | unset | the Sentinels' own password |
+//! | `REDIS_CLUSTER_NODES` | unset | `host:port,...` seed nodes of a Redis Cluster |
 //! | `SESSION_STORE` | `auto` | `auto`, `redis` or `memory` |
 //! | `SESSION_SECRET` | unset | comma-separated secrets of 32+ bytes; the first signs, all verify |
 //! | `SESSION_TTL_SECONDS` | `1800` | sliding session lifetime |
@@ -31,6 +36,7 @@ mod platform;
 mod redis;
 mod session;
 mod store;
+mod topology;
 mod vcap;
 
 pub use self::error::ConfigError;
@@ -40,6 +46,7 @@ pub use self::platform::Platform;
 pub use self::redis::{RedisEndpoint, RedisUrlError};
 pub use self::session::{CookieSecure, MIN_SECRET_BYTES, SessionSettings};
 pub use self::store::{RedisSettings, RedisSource, StoreSettings};
+pub use self::topology::{NodeAddress, RedisTopology, SentinelSettings};
 pub use self::vcap::{RedisBinding, VcapError, find_redis_binding, find_redis_binding_in};
 
 use self::env::RawEnv;
@@ -167,6 +174,67 @@ mod tests {
         assert!(matches!(r.source, RedisSource::Url));
     }
 
+    fn redis_of(vars: &[(&str, &str)]) -> RedisSettings {
+        match settings(vars).unwrap().store {
+            StoreSettings::Redis(r) => r,
+            other => panic!("expected redis, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sentinels_take_the_data_credentials_from_redis_url() {
+        let r = redis_of(&[
+            ("REDIS_SENTINELS", "s1:5000, s2"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("REDIS_SENTINEL_PASSWORD", "sentinel-pw"),
+            ("REDIS_URL", "rediss://:data-pw@ignored:1/2"),
+        ]);
+        let RedisTopology::Sentinel(s) = &r.topology else {
+            panic!("expected sentinel, got {:?}", r.topology)
+        };
+        let got: Vec<String> = s.sentinels.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["s1:5000", "s2:26379"]);
+        assert_eq!(s.master, "mymaster");
+        assert!(s.tls, "rediss:// means TLS to the Sentinels too");
+        assert_eq!(s.password.as_ref().unwrap().expose_secret(), "sentinel-pw");
+        assert_eq!(
+            r.endpoint.password.as_ref().unwrap().expose_secret(),
+            "data-pw"
+        );
+        assert_eq!(r.endpoint.db, 2);
+        assert!(!format!("{r:?}").contains("sentinel-pw"));
+    }
+
+    #[test]
+    fn cluster_nodes_alone_are_a_redis_without_a_password() {
+        let r = redis_of(&[("REDIS_CLUSTER_NODES", "c1:7000,c2:7001")]);
+        let RedisTopology::Cluster { nodes } = &r.topology else {
+            panic!("expected cluster, got {:?}", r.topology)
+        };
+        assert_eq!(nodes.len(), 2);
+        assert!(matches!(r.source, RedisSource::Nodes));
+    }
+
+    #[test]
+    fn redis_mode_picks_the_topology_of_one_endpoint() {
+        let cases = [
+            (None, "auto"),
+            (Some("standalone"), "standalone"),
+            (Some("CLUSTER"), "cluster"),
+        ];
+        for (mode, expected) in cases {
+            let mut vars = vec![("REDIS_URL", "redis://h:7000")];
+            if let Some(m) = mode {
+                vars.push(("REDIS_MODE", m));
+            }
+            assert_eq!(
+                redis_of(&vars).topology.name(),
+                expected,
+                "REDIS_MODE={mode:?}"
+            );
+        }
+    }
+
     #[test]
     fn session_store_memory_overrides_a_configured_redis() {
         let s = settings(&[("REDIS_URL", "redis://h"), ("SESSION_STORE", "memory")]).unwrap();
@@ -271,6 +339,54 @@ mod tests {
             (
                 &[("CF_INSTANCE_INDEX", "first")],
                 "CF_INSTANCE_INDEX must be",
+            ),
+            (
+                &[("REDIS_MODE", "ring")],
+                "REDIS_MODE must be auto, standalone, sentinel or cluster",
+            ),
+            (
+                &[("REDIS_SENTINELS", "s:26379")],
+                "REDIS_SENTINEL_MASTER must name the master",
+            ),
+            (
+                &[("REDIS_SENTINEL_MASTER", "m")],
+                "REDIS_SENTINEL_MASTER is set but REDIS_SENTINELS is not",
+            ),
+            (
+                &[("REDIS_SENTINEL_PASSWORD", "pw")],
+                "REDIS_SENTINEL_PASSWORD is set but REDIS_SENTINELS is not",
+            ),
+            (
+                &[("REDIS_SENTINELS", "s:0"), ("REDIS_SENTINEL_MASTER", "m")],
+                "REDIS_SENTINELS must be a comma-separated list of host:port",
+            ),
+            (
+                &[("REDIS_CLUSTER_NODES", "a:1,b:x")],
+                "REDIS_CLUSTER_NODES must be a comma-separated list of host:port",
+            ),
+            (
+                &[
+                    ("REDIS_SENTINELS", "s"),
+                    ("REDIS_SENTINEL_MASTER", "m"),
+                    ("REDIS_CLUSTER_NODES", "c"),
+                ],
+                "REDIS_CLUSTER_NODES cannot be set together with REDIS_SENTINELS",
+            ),
+            (
+                &[
+                    ("REDIS_MODE", "cluster"),
+                    ("REDIS_SENTINELS", "s"),
+                    ("REDIS_SENTINEL_MASTER", "m"),
+                ],
+                "REDIS_SENTINELS is set but REDIS_MODE is standalone or cluster",
+            ),
+            (
+                &[("REDIS_MODE", "sentinel"), ("REDIS_CLUSTER_NODES", "c")],
+                "REDIS_CLUSTER_NODES is set but REDIS_MODE is standalone or sentinel",
+            ),
+            (
+                &[("REDIS_MODE", "sentinel"), ("REDIS_URL", "redis://h")],
+                "REDIS_SENTINELS must list the Sentinels",
             ),
         ];
         for (vars, expected) in cases {

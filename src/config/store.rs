@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::env::{RawEnv, parse_num};
+use super::topology::{Mode, RedisTopology, SentinelSettings, TopologyVars};
 use super::{ConfigError, RedisEndpoint, VcapError, find_redis_binding_in};
 
 /// The session store to build.
@@ -20,8 +21,11 @@ pub enum StoreSettings {
 /// How to reach Redis and how long to wait for it.
 #[derive(Clone, Debug)]
 pub struct RedisSettings {
-    /// The server.
+    /// The data nodes' credentials, TLS and database; its host and port are the one endpoint
+    /// in `auto` and `standalone` mode (and a seed in `cluster` mode), unused with Sentinels.
     pub endpoint: RedisEndpoint,
+    /// How the Redis is laid out.
+    pub topology: RedisTopology,
     /// Where the endpoint came from, for the start-up log.
     pub source: RedisSource,
     /// Maximum pooled connections.
@@ -35,6 +39,8 @@ pub struct RedisSettings {
 pub enum RedisSource {
     /// `REDIS_URL`.
     Url,
+    /// `REDIS_SENTINELS` or `REDIS_CLUSTER_NODES` alone, with no credentials.
+    Nodes,
     /// A `VCAP_SERVICES` binding.
     Binding {
         /// Binding name.
@@ -45,8 +51,10 @@ pub enum RedisSource {
 }
 
 impl StoreSettings {
-    /// `SESSION_STORE`, `REDIS_URL`, `VCAP_SERVICES`, `REDIS_SERVICE_NAME`, `REDIS_POOL_SIZE`,
-    /// `REDIS_TIMEOUT_MS` and `MEMORY_STORE_MAX_SESSIONS`.
+    /// `SESSION_STORE`, `REDIS_URL`, `VCAP_SERVICES`, `REDIS_SERVICE_NAME`, `REDIS_MODE`,
+    /// `REDIS_SENTINELS`, `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_PASSWORD`,
+    /// `REDIS_CLUSTER_NODES`, `REDIS_POOL_SIZE`, `REDIS_TIMEOUT_MS` and
+    /// `MEMORY_STORE_MAX_SESSIONS`.
     pub(super) fn from_raw(raw: &RawEnv, on_cloud_foundry: bool) -> Result<Self, ConfigError> {
         #[derive(PartialEq)]
         enum Choice {
@@ -101,11 +109,18 @@ impl StoreSettings {
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| ConfigError::Vcap(VcapError::InvalidJson(e)))?;
+        let vars = TopologyVars::parse(
+            raw.redis_mode.as_deref(),
+            raw.redis_sentinels.as_deref(),
+            raw.redis_sentinel_master.as_deref(),
+            raw.redis_sentinel_password.as_deref(),
+            raw.redis_cluster_nodes.as_deref(),
+        )?;
         if choice == Choice::Memory {
             return Ok(StoreSettings::Memory { max_sessions });
         }
         let found = match url {
-            Some(endpoint) => Some((endpoint, RedisSource::Url)),
+            Some(endpoint) => Some((endpoint, RedisSource::Url, None)),
             None => match &services {
                 Some(services) => {
                     find_redis_binding_in(services, raw.redis_service_name.as_deref())?.map(|b| {
@@ -113,7 +128,7 @@ impl StoreSettings {
                             name: b.name,
                             label: b.label,
                         };
-                        (b.endpoint, source)
+                        (b.endpoint, source, b.topology)
                     })
                 }
                 None if raw.redis_service_name.is_some() => {
@@ -125,16 +140,78 @@ impl StoreSettings {
                 None => None,
             },
         };
+        // The node lists alone are enough for a Redis without a password.
+        let found = found.or_else(|| {
+            let first = vars
+                .sentinels
+                .as_ref()
+                .or(vars.cluster_nodes.as_ref())?
+                .first()?;
+            let endpoint = RedisEndpoint {
+                host: first.host.clone(),
+                port: first.port,
+                tls: false,
+                username: None,
+                tentative_username: None,
+                password: None,
+                db: 0,
+            };
+            Some((endpoint, RedisSource::Nodes, None))
+        });
         match found {
-            Some((endpoint, source)) => Ok(StoreSettings::Redis(RedisSettings {
-                endpoint,
-                source,
-                pool_size,
-                timeout,
-            })),
+            Some((endpoint, source, from_binding)) => {
+                let topology = choose_topology(vars, &endpoint, from_binding)?;
+                Ok(StoreSettings::Redis(RedisSettings {
+                    endpoint,
+                    topology,
+                    source,
+                    pool_size,
+                    timeout,
+                }))
+            }
             None if choice == Choice::Redis => Err(ConfigError::RedisRequired),
             None if on_cloud_foundry => Err(ConfigError::NoRedisOnCloudFoundry),
             None => Ok(StoreSettings::Memory { max_sessions }),
         }
     }
+}
+
+/// Combines the topology variables with what the endpoint's source said; the variables win.
+fn choose_topology(
+    vars: TopologyVars,
+    endpoint: &RedisEndpoint,
+    from_binding: Option<RedisTopology>,
+) -> Result<RedisTopology, ConfigError> {
+    if let (Some(sentinels), Some(master)) = (vars.sentinels, vars.sentinel_master) {
+        return Ok(RedisTopology::Sentinel(Box::new(SentinelSettings {
+            sentinels,
+            master,
+            password: vars.sentinel_password,
+            username: None,
+            tls: endpoint.tls,
+        })));
+    }
+    if let Some(nodes) = vars.cluster_nodes {
+        return Ok(RedisTopology::Cluster { nodes });
+    }
+    let seed = || {
+        vec![super::NodeAddress {
+            host: endpoint.host.clone(),
+            port: endpoint.port,
+        }]
+    };
+    Ok(match (vars.mode, from_binding) {
+        (Mode::Auto, Some(t)) => t,
+        (Mode::Auto, None) => RedisTopology::Auto,
+        (Mode::Standalone, _) => RedisTopology::Standalone,
+        (Mode::Sentinel, Some(t @ RedisTopology::Sentinel(_))) => t,
+        (Mode::Sentinel, _) => {
+            return Err(ConfigError::Conflict {
+                var: "REDIS_SENTINELS",
+                why: "must list the Sentinels as host:port,host:port when REDIS_MODE=sentinel and the binding names none",
+            });
+        }
+        (Mode::Cluster, Some(t @ RedisTopology::Cluster { .. })) => t,
+        (Mode::Cluster, _) => RedisTopology::Cluster { nodes: seed() },
+    })
 }

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde_json::{Map, Value};
 
 use super::redis::{DEFAULT_REDIS_PORT, RedisEndpoint, UrlParts, parse_url_parts, scheme_tls};
+use super::topology::{DEFAULT_SENTINEL_PORT, NodeAddress, RedisTopology, SentinelSettings};
 
 /// A Redis service binding found in `VCAP_SERVICES`.
 #[derive(Clone, Debug)]
@@ -17,8 +18,10 @@ pub struct RedisBinding {
     pub name: String,
     /// The service offering's `label`, such as `p.redis`.
     pub label: String,
-    /// Where to connect.
+    /// Where to connect (with Sentinels: the data nodes' credentials only).
     pub endpoint: RedisEndpoint,
+    /// Sentinel or Cluster when the credentials say so; `None` leaves it to `REDIS_MODE`.
+    pub topology: Option<RedisTopology>,
 }
 
 /// Why no usable Redis binding could be taken from `VCAP_SERVICES`.
@@ -109,8 +112,12 @@ pub fn find_redis_binding_in(
             }
         }
         None => {
-            let candidates: Vec<&Binding<'_>> =
-                bindings.iter().filter(|b| b.looks_like_redis()).collect();
+            // A binding without credentials (the metric registrar's drain service, say, which
+            // is named after the app and so may contain "redis") cannot be the store.
+            let candidates: Vec<&Binding<'_>> = bindings
+                .iter()
+                .filter(|b| b.has_credentials() && b.looks_like_redis())
+                .collect();
             match candidates.as_slice() {
                 [] => return Ok(None),
                 [one] => return one.to_redis_binding().map(Some),
@@ -158,9 +165,19 @@ impl<'a> Binding<'a> {
         }
     }
 
+    fn has_credentials(&self) -> bool {
+        self.credentials.is_some_and(|c| !c.is_empty())
+    }
+
     fn looks_like_redis(&self) -> bool {
-        let contains_redis = |s: &str| s.to_ascii_lowercase().contains("redis");
-        self.tags.iter().any(|t| t.eq_ignore_ascii_case("redis"))
+        // Valkey is the Linux Foundation's fork of Redis; Tanzu's Valkey tile says only that.
+        let contains_redis = |s: &str| {
+            let s = s.to_ascii_lowercase();
+            s.contains("redis") || s.contains("valkey")
+        };
+        self.tags
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("redis") || t.eq_ignore_ascii_case("valkey"))
             || contains_redis(self.label)
             || contains_redis(self.name)
             || ["uri", "url"].iter().any(|k| {
@@ -178,6 +195,108 @@ impl<'a> Binding<'a> {
         self.cred(key)?.as_str().filter(|s| !s.is_empty())
     }
 
+    /// A string in a nested credentials object, as a9s nests `redis` and `sentinel`.
+    fn nested_str(&self, object: &str, key: &str) -> Option<&'a str> {
+        self.cred(object)?
+            .get(key)?
+            .as_str()
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A port number, as a number or a string, at `value`; `what` names it in errors.
+    fn port_value(&self, value: Option<&Value>, what: &str) -> Result<Option<u16>, VcapError> {
+        let port = match value {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+            Some(Value::String(s)) => s.trim().parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        // try_from refuses what does not fit in a port instead of wrapping it around.
+        match port.and_then(|p| u16::try_from(p).ok()) {
+            Some(p @ 1..) => Ok(Some(p)),
+            _ => Err(self.bad(format!("{what} is not a port number between 1 and 65535"))),
+        }
+    }
+
+    /// The Sentinels, if the credentials list any: Tanzu's `sentinels` array of
+    /// `{host, port, tls_port}`, or a9s's `hosts` with a nested `sentinel` object (older a9s
+    /// versions: flat `sentinel_master_name` and `sentinel_port`).
+    fn sentinels(&self) -> Result<Option<SentinelSettings>, VcapError> {
+        if let Some(list) = self.cred("sentinels").and_then(Value::as_array) {
+            let mut sentinels = Vec::new();
+            let mut tls = false;
+            for s in list {
+                let Some(host) = s
+                    .get("host")
+                    .and_then(Value::as_str)
+                    .filter(|h| !h.is_empty())
+                else {
+                    return Err(self.bad("a sentinels entry has no host"));
+                };
+                let tls_port = self.port_value(s.get("tls_port"), "sentinels[].tls_port")?;
+                let port = self.port_value(s.get("port"), "sentinels[].port")?;
+                tls |= tls_port.is_some();
+                sentinels.push(NodeAddress {
+                    host: host.to_owned(),
+                    port: tls_port.or(port).unwrap_or(DEFAULT_SENTINEL_PORT),
+                });
+            }
+            let master = self
+                .cred_str("master_name")
+                .ok_or_else(|| self.bad("sentinels are listed but master_name is missing"))?;
+            return Ok(Some(SentinelSettings {
+                sentinels,
+                master: master.to_owned(),
+                password: self
+                    .cred_str("sentinel_password")
+                    .map(|p| SecretString::from(p.to_owned())),
+                username: self.cred_str("sentinel_username").map(str::to_owned),
+                tls,
+            }))
+            .and_then(|s| match s {
+                Some(s) if s.sentinels.is_empty() => Err(self.bad("sentinels is empty")),
+                other => Ok(other),
+            });
+        }
+        let master = self
+            .nested_str("sentinel", "master_name")
+            .or_else(|| self.cred_str("sentinel_master_name"));
+        let Some(master) = master else {
+            return Ok(None);
+        };
+        let port = match self.port_value(
+            self.cred("sentinel").and_then(|s| s.get("port")),
+            "sentinel.port",
+        )? {
+            Some(p) => p,
+            None => self.port("sentinel_port")?.unwrap_or(DEFAULT_SENTINEL_PORT),
+        };
+        let hosts: Vec<&str> = self
+            .cred("hosts")
+            .and_then(Value::as_array)
+            .map(|h| h.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if hosts.is_empty() {
+            return Err(self.bad("a sentinel master is named but hosts lists no Sentinel"));
+        }
+        Ok(Some(SentinelSettings {
+            sentinels: hosts
+                .iter()
+                .map(|h| NodeAddress {
+                    host: (*h).to_owned(),
+                    port,
+                })
+                .collect(),
+            master: master.to_owned(),
+            password: self
+                .nested_str("sentinel", "password")
+                .map(|p| SecretString::from(p.to_owned())),
+            username: self.nested_str("sentinel", "username").map(str::to_owned),
+            tls: false,
+        }))
+    }
+
     fn uri(&self) -> Option<&'a str> {
         self.cred_str("uri").or_else(|| self.cred_str("url"))
     }
@@ -190,20 +309,7 @@ impl<'a> Binding<'a> {
     }
 
     fn port(&self, key: &str) -> Result<Option<u16>, VcapError> {
-        let Some(value) = self.cred(key) else {
-            return Ok(None);
-        };
-        let port = match value {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) if s.trim().is_empty() => return Ok(None),
-            Value::String(s) => s.trim().parse::<u64>().ok(),
-            _ => None,
-        };
-        // try_from refuses what does not fit in a port instead of wrapping it around.
-        match port.and_then(|p| u16::try_from(p).ok()) {
-            Some(p @ 1..) => Ok(Some(p)),
-            _ => Err(self.bad(format!("{key} is not a port number between 1 and 65535"))),
-        }
+        self.port_value(self.cred(key), key)
     }
 
     fn flag(&self, key: &str) -> bool {
@@ -225,13 +331,16 @@ impl<'a> Binding<'a> {
     /// user name only if Redis refuses that. A `username`/`user` field, or a URI that is the
     /// only source of credentials, names a real ACL user and is used as given.
     fn credentials(&self, parts: &UrlParts) -> Credentials {
+        // a9s nests the data node's credentials in a `redis` object beside `sentinel`.
         let username_field = self
             .cred_str("username")
             .or_else(|| self.cred_str("user"))
+            .or_else(|| self.nested_str("redis", "username"))
             .map(str::to_owned);
         let password_field = self
             .cred_str("password")
             .or_else(|| self.cred_str("primaryKey"))
+            .or_else(|| self.nested_str("redis", "password"))
             .map(|p| SecretString::from(p.to_owned()));
         match (username_field, password_field) {
             (Some(username), password) => Credentials {
@@ -258,7 +367,15 @@ impl<'a> Binding<'a> {
         }
         // The URI only matters when a field is missing, so a malformed one is an error only then.
         let uri = self.uri().map(parse_url_parts);
-        let host_field = self.cred_str("host").or_else(|| self.cred_str("hostname"));
+        let sentinels = self.sentinels()?;
+        // Tanzu's Sentinel shape names no data host at all: the Sentinels tell it.
+        let host_field = self
+            .cred_str("host")
+            .or_else(|| self.cred_str("hostname"))
+            .or_else(|| {
+                let first = sentinels.as_ref()?.sentinels.first()?;
+                (self.uri().is_none()).then_some(first.host.as_str())
+            });
 
         let endpoint = match host_field {
             None => {
@@ -287,9 +404,15 @@ impl<'a> Binding<'a> {
                 let (port, tls_from_port) = match tls_port {
                     Some(p) => (p, true),
                     None => (
-                        self.port("port")?
-                            .or(parts.port)
-                            .unwrap_or(DEFAULT_REDIS_PORT),
+                        match self.port("port")? {
+                            Some(p) => Some(p),
+                            None => self.port_value(
+                                self.cred("redis").and_then(|r| r.get("port")),
+                                "redis.port",
+                            )?,
+                        }
+                        .or(parts.port)
+                        .unwrap_or(DEFAULT_REDIS_PORT),
                         false,
                     ),
                 };
@@ -309,10 +432,23 @@ impl<'a> Binding<'a> {
                 }
             }
         };
+        let topology = match sentinels {
+            Some(s) => Some(RedisTopology::Sentinel(Box::new(s))),
+            // SAP BTP's shape says so outright; others (ElastiCache, Azure) are found by asking
+            // the server at connect, in `auto` mode.
+            None if self.flag("cluster_mode") => Some(RedisTopology::Cluster {
+                nodes: vec![NodeAddress {
+                    host: endpoint.host.clone(),
+                    port: endpoint.port,
+                }],
+            }),
+            None => None,
+        };
         Ok(RedisBinding {
             name: self.name.to_owned(),
             label: self.label.to_owned(),
             endpoint,
+            topology,
         })
     }
 }
@@ -491,7 +627,7 @@ pub(crate) mod tests {
             .iter()
             .map(|f| f.file)
             .chain(["ambiguous-two-p-redis.json", "vcap-application.json"])
-            .chain(HA_FIXTURES_PINNED_TO_TODAY.iter().copied())
+            .chain(TOPOLOGY_FIXTURES.iter().copied())
             .collect();
         for entry in std::fs::read_dir(&dir).expect("fixture directory") {
             let file = entry.unwrap().file_name().into_string().unwrap();
@@ -729,14 +865,148 @@ pub(crate) mod tests {
         assert_eq!(e.password.unwrap().expose_secret(), "pk");
     }
 
+    /// The shapes that name Sentinels or a cluster, kept in `tests/fixtures/vcap/`.
+    const TOPOLOGY_FIXTURES: &[&str] = &[
+        "a9s-redis-sentinel.json",
+        "tanzu-valkey-ha-sentinels.json",
+        "govuk-elasticache-cluster-endpoint.json",
+        "metric-registrar-beside-p-redis.json",
+    ];
+
+    fn sentinel_of(b: &RedisBinding) -> &SentinelSettings {
+        match &b.topology {
+            Some(RedisTopology::Sentinel(s)) => s,
+            other => panic!("{}: expected Sentinels, got {other:?}", b.name),
+        }
+    }
+
+    #[test]
+    fn the_tanzu_valkey_ha_shape_lists_its_sentinels_and_both_passwords() {
+        let b = only("tanzu-valkey-ha-sentinels.json");
+        let s = sentinel_of(&b);
+        let got: Vec<String> = s.sentinels.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "q-s0.valkey-instance.net.service-instance-1a2b.bosh:26380",
+                "q-s1.valkey-instance.net.service-instance-1a2b.bosh:26380",
+                "q-s2.valkey-instance.net.service-instance-1a2b.bosh:26380",
+            ],
+            "a tls_port wins and means TLS"
+        );
+        assert!(s.tls);
+        assert_eq!(s.master, "cf-1a2b3c4d");
+        assert_eq!(
+            s.password.as_ref().map(|p| p.expose_secret()),
+            Some("valkey-fake-sentinel-password")
+        );
+        assert_eq!(
+            b.endpoint.password.as_ref().map(|p| p.expose_secret()),
+            Some("valkey-fake-password")
+        );
+        assert_eq!(b.endpoint.port, 6379);
+        assert!(!format!("{b:?}").contains("fake-sentinel-password"));
+    }
+
+    #[test]
+    fn the_a9s_shape_takes_sentinels_from_hosts_and_passwords_from_the_nested_objects() {
+        let b = only("a9s-redis-sentinel.json");
+        let s = sentinel_of(&b);
+        let got: Vec<String> = s.sentinels.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "redis-a1b2c3-redis-0.node.dc1.consul:26379",
+                "redis-a1b2c3-redis-1.node.dc1.consul:26379",
+                "redis-a1b2c3-redis-2.node.dc1.consul:26379",
+            ]
+        );
+        assert_eq!(s.master, "redis-a1b2c3");
+        assert_eq!(
+            s.password.as_ref().map(|p| p.expose_secret()),
+            Some("a9s-fake-sentinel-password")
+        );
+        assert_eq!(s.username.as_deref(), Some("default"));
+        assert_eq!(
+            b.endpoint.password.as_ref().map(|p| p.expose_secret()),
+            Some("a9s-fake-password")
+        );
+        assert_eq!(b.endpoint.username.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn older_a9s_bindings_name_the_sentinel_master_and_port_flat() {
+        let vcap = r#"{"a9s-redis":[{"name":"r","credentials":{"host":"m","password":"p",
+            "hosts":["s0","s1"],"sentinel_master_name":"mymaster","sentinel_port":"26400"}}]}"#;
+        let b = find_redis_binding(vcap, None).unwrap().unwrap();
+        let s = sentinel_of(&b);
+        assert_eq!(s.master, "mymaster");
+        let got: Vec<String> = s.sentinels.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["s0:26400", "s1:26400"]);
+    }
+
+    #[test]
+    fn cluster_mode_true_names_a_cluster_seeded_by_the_host() {
+        let vcap = r#"{"redis-cache":[{"name":"r","credentials":{"host":"h","port":6380,
+            "password":"p","cluster_mode":true}}]}"#;
+        let b = find_redis_binding(vcap, None).unwrap().unwrap();
+        match b.topology {
+            Some(RedisTopology::Cluster { nodes }) => {
+                assert_eq!(
+                    nodes,
+                    [NodeAddress {
+                        host: "h".into(),
+                        port: 6380
+                    }]
+                );
+            }
+            other => panic!("expected a cluster, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_cluster_configuration_endpoint_is_left_to_auto_detection() {
+        let b = only("govuk-elasticache-cluster-endpoint.json");
+        assert!(
+            b.topology.is_none(),
+            "nothing in the credentials says cluster"
+        );
+        assert_eq!(
+            b.endpoint.host,
+            "clustercfg.cf-abc123.xyz.euw2.cache.amazonaws.com"
+        );
+        assert!(b.endpoint.tls);
+    }
+
+    #[test]
+    fn a_binding_without_credentials_is_skipped_not_an_error() {
+        let b = only("metric-registrar-beside-p-redis.json");
+        assert_eq!(b.name, "redis-sessions-store");
+        for vcap in [
+            r#"{"redis":[{"name":"r"}]}"#,
+            r#"{"redis":[{"name":"r","credentials":{}}]}"#,
+        ] {
+            assert!(find_redis_binding(vcap, None).unwrap().is_none(), "{vcap}");
+            // Asked for by name, it is still an error that says why.
+            let err = find_redis_binding(vcap, Some("r")).unwrap_err();
+            assert!(
+                matches!(err, VcapError::BadCredentials { .. }),
+                "{vcap}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn sentinels_without_a_master_name_are_an_error() {
+        let vcap =
+            r#"{"p.valkey":[{"name":"r","credentials":{"sentinels":[{"host":"s","port":1}]}}]}"#;
+        let msg = find_redis_binding(vcap, None).unwrap_err().to_string();
+        assert!(msg.contains("master_name"), "{msg}");
+    }
+
     #[test]
     fn unusable_credentials_are_a_typed_error_naming_the_binding() {
         let cases = [
-            (r#"{"redis":[{"name":"r"}]}"#, "no credentials object"),
-            (
-                r#"{"redis":[{"name":"r","credentials":{}}]}"#,
-                "neither host",
-            ),
             (
                 r#"{"redis":[{"name":"r","credentials":{"host":"h","port":"http"}}]}"#,
                 "port is not a port",
@@ -832,72 +1102,6 @@ pub(crate) mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
-    }
-
-    /// Fixtures kept for the high-availability work (Sentinel, cluster endpoints, bindings
-    /// beside a metric registrar). Until then their tests pin today's behaviour, so a change
-    /// to it is a decision someone sees in a failing test rather than an accident.
-    const HA_FIXTURES_PINNED_TO_TODAY: [&str; 4] = [
-        "a9s-redis-sentinel.json",
-        "tanzu-valkey-ha-sentinels.json",
-        "govuk-elasticache-cluster-endpoint.json",
-        "metric-registrar-beside-p-redis.json",
-    ];
-
-    #[test]
-    fn an_a9s_sentinel_binding_today_connects_to_the_master_host_without_its_nested_password() {
-        let b = only("a9s-redis-sentinel.json");
-        assert_eq!(b.name, "session-store");
-        assert_eq!(b.endpoint.host, "redis-a1b2c3-master.service.dc1.consul");
-        assert_eq!(b.endpoint.port, DEFAULT_REDIS_PORT);
-        assert!(!b.endpoint.tls);
-        assert!(
-            b.endpoint.password.is_none(),
-            "the password sits in credentials.redis, which is not read today"
-        );
-    }
-
-    #[test]
-    fn a_tanzu_valkey_sentinel_binding_today_is_not_recognised_as_redis() {
-        let found = find_redis_binding(&fixture("tanzu-valkey-ha-sentinels.json"), None).unwrap();
-        assert!(found.is_none(), "{found:?}");
-    }
-
-    #[test]
-    fn a_govuk_cluster_endpoint_today_is_used_as_a_single_tls_redis() {
-        let b = only("govuk-elasticache-cluster-endpoint.json");
-        assert_eq!(b.name, "sessions-cluster");
-        assert_eq!(
-            b.endpoint.host,
-            "clustercfg.cf-abc123.xyz.euw2.cache.amazonaws.com"
-        );
-        assert_eq!(b.endpoint.port, 6379);
-        assert!(b.endpoint.tls);
-        assert_eq!(
-            b.endpoint.password.as_ref().map(|p| p.expose_secret()),
-            Some("elasticache-fake-token")
-        );
-    }
-
-    #[test]
-    fn a_metric_registrar_service_beside_p_redis_today_makes_the_choice_ambiguous() {
-        let err =
-            find_redis_binding(&fixture("metric-registrar-beside-p-redis.json"), None).unwrap_err();
-        assert!(
-            matches!(err, VcapError::Ambiguous(ref n)
-                if n.len() == 2 && n.iter().any(|n| n == "secure-endpoint-redis-sessions")),
-            "{err}"
-        );
-        let b = find_redis_binding(
-            &fixture("metric-registrar-beside-p-redis.json"),
-            Some("redis-sessions-store"),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            b.endpoint.host,
-            "q-s0.redis-instance.net.service-instance-9f8e.bosh"
-        );
     }
 
     #[test]

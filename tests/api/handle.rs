@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, test, web};
-use redis_sessions::config::{CookieSecure, RedisEndpoint};
+use redis_sessions::config::{CookieSecure, RedisEndpoint, RedisTopology};
 use redis_sessions::session::store::{MemoryStore, RedisStore};
 use redis_sessions::session::{
     Session, SessionConfig, SessionMiddleware, SessionStore, SigningKeys,
@@ -147,7 +147,14 @@ async fn the_session_api_behaves_the_same_over_redis() {
     let redis = RedisServer::start();
     let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
     scenario(Arc::new(
-        RedisStore::new(&endpoint, 4, Duration::from_secs(2), "sess").unwrap(),
+        RedisStore::new(
+            &endpoint,
+            &RedisTopology::Standalone,
+            4,
+            Duration::from_secs(2),
+            "sess",
+        )
+        .unwrap(),
     ))
     .await;
 }
@@ -164,7 +171,14 @@ async fn instances_keep_agreeing_on_the_shared_secret_after_redis_loses_it() {
 
     let redis = RedisServer::start();
     let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
-    let store = RedisStore::new(&endpoint, 2, Duration::from_secs(2), "sess").unwrap();
+    let store = RedisStore::new(
+        &endpoint,
+        &RedisTopology::Standalone,
+        2,
+        Duration::from_secs(2),
+        "sess",
+    )
+    .unwrap();
     let every = Duration::from_millis(100);
     let flush = || {
         let _: () = deadpool_redis::redis::cmd("FLUSHALL")
@@ -225,7 +239,9 @@ async fn all_the_store_work_of_a_request_shares_one_deadline() {
     let redis = RedisServer::start();
     let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
     let timeout = Duration::from_millis(300);
-    let store = Arc::new(RedisStore::new(&endpoint, 2, timeout, "sess").unwrap());
+    let store = Arc::new(
+        RedisStore::new(&endpoint, &RedisTopology::Standalone, 2, timeout, "sess").unwrap(),
+    );
     // A shared secret that is due for its re-check, so a request makes two store calls.
     let keys = Arc::new(SigningKeys::shared(Duration::from_millis(50)));
     let app = test::init_service(

@@ -3,6 +3,7 @@
 mod binary;
 mod credentials;
 mod faults;
+mod ha;
 mod handle;
 mod head;
 mod health;

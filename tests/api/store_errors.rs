@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use deadpool_redis::redis;
-use redis_sessions::config::RedisEndpoint;
+use redis_sessions::config::{RedisEndpoint, RedisTopology};
 use redis_sessions::session::store::{RedisStore, SessionStore, StoreErrorKind};
 
 use crate::support::{BinaryApp, RedisServer, SECRET_A, TestApp, free_port};
@@ -265,6 +265,7 @@ async fn ready_names_the_one_command_an_acl_user_may_not_run() {
     // The log gets the chain, which names the command.
     let store = RedisStore::new(
         &RedisEndpoint::from_url(&url_with(&redis, "almost:almost-pw")).unwrap(),
+        &RedisTopology::Standalone,
         1,
         Duration::from_secs(2),
         "sess",
@@ -320,10 +321,13 @@ async fn a_replica_after_failover_answers_503_not_500() {
         .query(&mut conn)
         .unwrap();
     assert_503(&app, "GET", "/", "1").await;
+    // A replica cannot take this service's writes, so the router should stop sending
+    // traffic here until the endpoint is a primary again (issue 8).
+    let (status, check) = ready(&app).await;
     assert_eq!(
-        ready(&app).await.0,
-        200,
-        "a replica still answers; the failover ends by itself"
+        (status, check["kind"].as_str()),
+        (503, Some("readonly")),
+        "{check}"
     );
 
     // And once it serves no stale data, everything gets MASTERDOWN, PING included.
@@ -450,6 +454,7 @@ async fn each_failure_has_a_kind_for_logs_and_metrics() {
     let store = |url: &str| {
         RedisStore::new(
             &RedisEndpoint::from_url(url).unwrap(),
+            &RedisTopology::Standalone,
             2,
             Duration::from_millis(500),
             "sess",

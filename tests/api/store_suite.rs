@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use redis_sessions::config::RedisEndpoint;
+use redis_sessions::config::{NodeAddress, RedisEndpoint, RedisTopology};
 use redis_sessions::session::id::SessionId;
 use redis_sessions::session::store::{
     Applied, MemoryStore, Presence, RedisStore, SessionStore, Update,
@@ -13,6 +13,7 @@ use redis_sessions::session::store::{
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::support::RedisServer;
+use crate::support::topology::RedisCluster;
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -35,19 +36,55 @@ fn key() -> redis_sessions::session::id::SessionKey {
     SessionId::generate().unwrap().key("sess")
 }
 
-/// The store under test and, for Redis, the server it must outlive.
+/// The store under test and, for Redis, the servers it must outlive.
 struct Subject {
     store: Arc<dyn SessionStore>,
     _redis: Option<RedisServer>,
+    _cluster: Option<RedisCluster>,
 }
 
 fn redis_subject() -> Subject {
     let redis = RedisServer::start();
     let endpoint = RedisEndpoint::from_url(&redis.url()).unwrap();
-    let store = RedisStore::new(&endpoint, 4, Duration::from_secs(2), "sess").unwrap();
+    let store = RedisStore::new(
+        &endpoint,
+        &RedisTopology::Standalone,
+        4,
+        Duration::from_secs(2),
+        "sess",
+    )
+    .unwrap();
     Subject {
         store: Arc::new(store),
         _redis: Some(redis),
+        _cluster: None,
+    }
+}
+
+/// The Redis store on a 3-primary cluster, through the cluster client.
+fn cluster_subject() -> Subject {
+    let cluster = RedisCluster::start(3, 0);
+    let endpoint = RedisEndpoint::from_url(&cluster.nodes[0].url()).unwrap();
+    let nodes = cluster
+        .nodes
+        .iter()
+        .map(|n| NodeAddress {
+            host: "127.0.0.1".into(),
+            port: n.port(),
+        })
+        .collect();
+    let store = RedisStore::new(
+        &endpoint,
+        &RedisTopology::Cluster { nodes },
+        4,
+        Duration::from_secs(2),
+        "sess",
+    )
+    .unwrap();
+    Subject {
+        store: Arc::new(store),
+        _redis: None,
+        _cluster: Some(cluster),
     }
 }
 
@@ -55,6 +92,7 @@ fn memory_subject() -> Subject {
     Subject {
         store: Arc::new(MemoryStore::new(1000)),
         _redis: None,
+        _cluster: None,
     }
 }
 
@@ -63,6 +101,10 @@ macro_rules! store_suite {
         mod redis_store {
             use super::*;
             $( #[tokio::test] async fn $name() { let subject = redis_subject(); let $store = subject.store.as_ref(); $body } )*
+        }
+        mod cluster_store {
+            use super::*;
+            $( #[tokio::test] async fn $name() { let subject = tokio::task::spawn_blocking(cluster_subject).await.unwrap(); let $store = subject.store.as_ref(); $body } )*
         }
         mod memory_store {
             use super::*;

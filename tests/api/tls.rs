@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::{BinaryApp, RedisServer, SECRET_A, ScratchDir, client, free_port};
 
 /// Makes a CA and a server certificate for 127.0.0.1/localhost with openssl.
-fn make_certificates(dir: &Path) {
+pub(crate) fn make_certificates(dir: &Path) {
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)

@@ -4,11 +4,13 @@
 //! - [`redis`]: a throwaway `redis-server` per test, with fault injection.
 //! - [`app`]: the application in-process, its settings and HTTP helpers.
 //! - [`binary`]: the real binary as a child process.
+//! - [`topology`]: Sentinel sets and Redis Clusters made of real processes.
 //! - this module: scratch directories, free ports and signals, which all three use.
 
 pub mod app;
 pub mod binary;
 pub mod redis;
+pub mod topology;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

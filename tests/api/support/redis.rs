@@ -40,7 +40,9 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let tls = self.args.iter().any(|a| a == "--tls-port");
+        // A TLS-only server passes `--port 0` itself and listens on its `--tls-port`; one with
+        // both keeps `port` as its plain port, which the harness uses.
+        let tls = self.args.iter().any(|a| a == "--port");
         let mut cmd = Command::new("redis-server");
         if !tls {
             cmd.args(["--port", &self.port.to_string()]);
@@ -76,6 +78,11 @@ impl RedisServer {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
+    }
+
+    /// Whether it runs (it was not killed or terminated).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The port it listens on.

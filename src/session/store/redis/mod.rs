@@ -1,210 +1,61 @@
 //! Sessions in Redis: one hash per session, changed only by server-side scripts.
 //!
 //! Each operation is one `EVALSHA` (or one plain command) on one key: one round trip, atomic,
-//! and single-slot on a Redis Cluster. Connections come from a deadpool pool whose recycle
-//! step costs nothing: deadpool-redis's own manager sends `UNWATCH` + `PING` on every
-//! checkout, an extra round trip per request (the README's Performance section has what
-//! that costs). Here a connection is dropped instead when a command on it fails or times out.
+//! and single-slot on a Redis Cluster. Which Redis answers (one endpoint, a primary found
+//! through Sentinels, or a cluster node) is the business of [`connection`]; this module only
+//! decides what may be sent again when something fails.
 //!
 //! Limits, and which one fires when (all three are `REDIS_TIMEOUT_MS`):
 //! - the per-request deadline ([`super::within`], in the session handle and the readiness
-//!   check) bounds the pool wait, connects and commands of a request together. It starts
-//!   first, so within a request it is the one that fires, and it answers the user (503).
-//!   A command it drops unanswered retires its connection.
+//!   check) bounds the pool wait, connects, commands and the resending of refused commands of
+//!   a request together. It starts first, so within a request it is the one that fires, and
+//!   it answers the user (503). A command it drops unanswered retires its connection.
 //! - the redis-rs connect and response timeouts bound one connect and one reply on a
 //!   socket. They protect connections for callers without a deadline of their own (a direct
-//!   store call); they report [`StoreError::Timeout`] and retire the connection.
+//!   store call); they report [`StoreError::Timeout`] and retire the connection. Such callers
+//!   also stop resending a refused command after `REDIS_TIMEOUT_MS`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+pub mod connection;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool::managed::{self, Metrics, RecycleResult};
-use deadpool_redis::redis::{
-    self, AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind,
-    FromRedisValue, ProtocolVersion, RedisConnectionInfo, RedisError, Script, Value,
-    aio::MultiplexedConnection,
-};
+use deadpool_redis::redis::{self, Cmd, ErrorKind, FromRedisValue, RedisError, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::time::{Instant, sleep_until};
 
-use super::{
-    Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreErrorKind, StoreKind,
-    Update,
-};
-use crate::config::RedisEndpoint;
+use self::connection::{CheckError, Connections, GetError, demoted, did_not_run};
+pub use self::connection::{NotWritable, RedisConfigError};
+use super::{Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreKind, Update};
+use crate::config::{RedisEndpoint, RedisTopology};
 use crate::session::id::SessionKey;
 
-/// Connections idle longer than this are pinged before reuse; busy ones never are. Short, so
-/// that a connection that died while idle (say, Redis restarted) is found out before a
-/// non-idempotent command is sent on it rather than after.
-const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
-
 /// Applies a session update: sets, removes and an increment on one key, in one step.
-const APPLY_LUA: &str = include_str!("lua/apply.lua");
+const APPLY_LUA: &str = include_str!("../lua/apply.lua");
 
 /// Returns the session's fields and slides its lifetime, or nil if it does not exist.
-const LOAD_LUA: &str = include_str!("lua/load.lua");
+const LOAD_LUA: &str = include_str!("../lua/load.lua");
 
 /// SET NX makes the first instance's secret everyone's; every caller gets the stored one back.
-const SECRET_LUA: &str = include_str!("lua/secret.lua");
+const SECRET_LUA: &str = include_str!("../lua/secret.lua");
 
 /// Readiness: answers the name of the first command this service needs that the ACL user
 /// may not run, or nil.
-const PROBE_LUA: &str = include_str!("lua/probe.lua");
+const PROBE_LUA: &str = include_str!("../lua/probe.lua");
 
-/// A pooled multiplexed connection and the pool generation it was made in.
-struct PooledConnection {
-    conn: MultiplexedConnection,
-    generation: u64,
-}
-
-/// How to open a connection: one client per way of authenticating.
-#[derive(Clone)]
-struct Clients {
-    /// As configured: the password alone when the user name is tentative.
-    primary: Client,
-    /// With the tentative user name, for when Redis refuses the password alone.
-    fallback: Option<(Client, String)>,
-    /// The fallback worked once, so this process goes straight to it; shared by all workers.
-    use_fallback: Arc<AtomicBool>,
-}
-
-impl Clients {
-    fn new(endpoint: &RedisEndpoint) -> Result<Self, RedisError> {
-        let client = |username: Option<String>| {
-            let addr = if endpoint.tls {
-                ConnectionAddr::TcpTls {
-                    host: endpoint.host.clone(),
-                    port: endpoint.port,
-                    insecure: false,
-                    tls_params: None,
-                }
-            } else {
-                ConnectionAddr::Tcp(endpoint.host.clone(), endpoint.port)
-            };
-            Client::open(ConnectionInfo {
-                addr,
-                redis: RedisConnectionInfo {
-                    db: endpoint.db,
-                    username,
-                    password: endpoint
-                        .password
-                        .as_ref()
-                        .map(|p| p.expose_secret().to_owned()),
-                    protocol: ProtocolVersion::RESP2,
-                },
-            })
-        };
-        let fallback = match &endpoint.tentative_username {
-            Some(name) if endpoint.username.is_none() => {
-                Some((client(Some(name.clone()))?, name.clone()))
-            }
-            _ => None,
-        };
-        Ok(Self {
-            primary: client(endpoint.username.clone())?,
-            fallback,
-            use_fallback: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    /// Connects and authenticates; a refused password alone is retried once with the
-    /// tentative user name, and if that works, every later connection uses it.
-    async fn connect(
-        &self,
-        config: &AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection, RedisError> {
-        let Some((fallback, username)) = &self.fallback else {
-            return self
-                .primary
-                .get_multiplexed_async_connection_with_config(config)
-                .await;
-        };
-        if self.use_fallback.load(Ordering::Relaxed) {
-            return fallback
-                .get_multiplexed_async_connection_with_config(config)
-                .await;
-        }
-        match self
-            .primary
-            .get_multiplexed_async_connection_with_config(config)
-            .await
-        {
-            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
-                // Both refused: the password is wrong, and the first answer says so best.
-                let conn = fallback
-                    .get_multiplexed_async_connection_with_config(config)
-                    .await
-                    .map_err(|_| e)?;
-                if !self.use_fallback.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        redis.user = %username,
-                        "Redis refused the binding's password alone; authenticated as the user \
-                         named in its uri instead. Give the user in a `username` field to skip \
-                         the refused attempt"
-                    );
-                }
-                Ok(conn)
-            }
-            result => result,
-        }
-    }
-}
-
-/// Creates connections with a deadline and recycles them without a round trip.
-struct RedisManager {
-    clients: Clients,
-    config: AsyncConnectionConfig,
-    /// The store's generation counter, shared so new connections carry the current value.
-    generation: Arc<AtomicU64>,
-}
-
-impl managed::Manager for RedisManager {
-    type Type = PooledConnection;
-    type Error = RedisError;
-
-    async fn create(&self) -> Result<PooledConnection, RedisError> {
-        let conn = self.clients.connect(&self.config).await?;
-        Ok(PooledConnection {
-            conn,
-            generation: self.generation.load(Ordering::Relaxed),
-        })
-    }
-
-    async fn recycle(
-        &self,
-        c: &mut PooledConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<RedisError> {
-        if c.generation < self.generation.load(Ordering::Relaxed) {
-            return Err(managed::RecycleError::message("connection failed earlier"));
-        }
-        // A connection that sat idle may have been cut by a firewall or a Redis restart;
-        // one that was just used is known good, and checking it again would double the
-        // round trips of every request.
-        if metrics.last_used() > IDLE_CHECK_AFTER {
-            redis::cmd("PING").query_async::<()>(&mut c.conn).await?;
-        }
-        Ok(())
-    }
-}
-
-type Pool = managed::Pool<RedisManager>;
+/// The first pause before sending again a command that Redis refused without running it
+/// (a failover or a slot migration in progress); it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// The Redis session store.
 ///
-/// Each HTTP worker thread gets its own pool ([`RedisStore::for_worker`]): redis-rs drives a
-/// connection from a task on the thread that created it, so a pool shared across workers
-/// would route every command through another thread and, worse, lose connections in use
-/// by busy workers when an idle worker stops during a graceful shutdown.
+/// Each HTTP worker thread gets its own connections ([`RedisStore::for_worker`]): redis-rs
+/// drives a connection from a task on the thread that created it, so connections shared
+/// across workers would route every command through another thread and, worse, lose
+/// connections in use by busy workers when an idle worker stops during a graceful shutdown.
 pub struct RedisStore {
-    pool: Pool,
-    clients: Clients,
-    config: AsyncConnectionConfig,
-    pool_size: usize,
-    /// Bumped when a connection is found dead, so its pool-mates are replaced too.
-    generation: Arc<AtomicU64>,
+    conns: Connections,
     timeout: Duration,
     secret_key: String,
     apply: Lua,
@@ -216,74 +67,38 @@ pub struct RedisStore {
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("pool", &self.pool.status())
+            .field("conns", &self.conns)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
 
-/// Building the store failed; only a malformed endpoint can cause this.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot configure the Redis connection pool")]
-pub struct RedisConfigError(#[source] Box<dyn std::error::Error + Send + Sync>);
-
 impl RedisStore {
-    /// A store for `endpoint`; connects lazily, so Redis may be down at start-up.
+    /// A store for `endpoint` laid out as `topology`; connects lazily, so Redis may be down
+    /// at start-up.
     pub fn new(
         endpoint: &RedisEndpoint,
+        topology: &RedisTopology,
         pool_size: usize,
         timeout: Duration,
         key_prefix: &str,
     ) -> Result<Self, RedisConfigError> {
-        let clients = Clients::new(endpoint).map_err(|e| RedisConfigError(Box::new(e)))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout);
-        Ok(Self::with_pool(
-            clients,
-            config,
-            pool_size,
-            timeout,
-            format!("{key_prefix}:secret"),
-        ))
+        let conns = Connections::new(endpoint, topology, pool_size, timeout)?;
+        Ok(Self::with(conns, timeout, format!("{key_prefix}:secret")))
     }
 
-    /// A store with the same settings and a pool of its own, for one HTTP worker thread.
+    /// A store with the same settings and connections of its own, for one HTTP worker thread.
     pub fn for_worker(&self) -> Self {
-        Self::with_pool(
-            self.clients.clone(),
-            self.config.clone(),
-            self.pool_size,
+        Self::with(
+            self.conns.for_worker(),
             self.timeout,
             self.secret_key.clone(),
         )
     }
 
-    fn with_pool(
-        clients: Clients,
-        config: AsyncConnectionConfig,
-        pool_size: usize,
-        timeout: Duration,
-        secret_key: String,
-    ) -> Self {
-        let generation = Arc::new(AtomicU64::new(0));
-        let manager = RedisManager {
-            clients: clients.clone(),
-            config: config.clone(),
-            generation: generation.clone(),
-        };
-        // No pool-level timeouts: the caller's deadline bounds the pool wait, the connect and
-        // the command together. Without them the builder has nothing that can fail.
-        let pool = match Pool::builder(manager).max_size(pool_size).build() {
-            Ok(pool) => pool,
-            Err(e) => unreachable!("a pool without timeouts always builds: {e}"),
-        };
+    fn with(conns: Connections, timeout: Duration, secret_key: String) -> Self {
         Self {
-            pool,
-            clients,
-            config,
-            pool_size,
-            generation,
+            conns,
             timeout,
             secret_key,
             apply: Lua::new(APPLY_LUA),
@@ -293,46 +108,62 @@ impl RedisStore {
         }
     }
 
-    /// Sends one command, retiring the connection (and its pool-mates) if the command fails
-    /// at the connection level, times out on the socket or is dropped unanswered.
+    /// Sends one command; no deadline here: the caller's per-request deadline
+    /// ([`super::within`]) bounds the whole of it (see the module docs).
     ///
-    /// No deadline here: the caller's per-request deadline ([`super::within`]) bounds the
-    /// pool wait, the connect and the command together (see the module docs).
+    /// - An error *reply* that proves the command did not run (`READONLY`, `TRYAGAIN`,
+    ///   `CLUSTERDOWN`, `MASTERDOWN`, `LOADING`, ...) is sent again after a short back-off,
+    ///   even a counter update: a failover or a slot migration is under way. `READONLY` means
+    ///   the node was demoted, so every connection to it is retired first and the next one
+    ///   finds the primary again (through DNS or the Sentinels).
+    /// - A connection failure, a socket timeout or a command dropped unanswered retires the
+    ///   connection and its pool-mates. redis-rs reports the same broken pipe whether or not
+    ///   the command left, so only commands that may safely run twice are sent again, once.
     ///
-    /// The pooled connection is multiplexed, so it goes back to the pool as soon as it is
-    /// handed out: concurrent requests pipeline their commands on it instead of queueing for
-    /// exclusive use, which is what keeps one round trip cheap under load.
-    ///
-    /// `script` is the Lua source behind an `EVALSHA`, loaded and retried once on `NOSCRIPT`
-    /// (after a Redis restart or failover the script cache is empty).
+    /// Connections are multiplexed, so one goes back to the pool as soon as it is handed out:
+    /// concurrent requests pipeline their commands on it instead of queueing for exclusive
+    /// use, which is what keeps one round trip cheap under load.
     async fn query<T: FromRedisValue>(
         &self,
         cmd: &Cmd,
         script: Option<&Lua>,
         retry: Retry,
     ) -> Result<T, StoreError> {
+        // Only for callers without a deadline: when to stop resending a refused command.
+        let resend_until = Instant::now() + self.timeout;
         let mut retried = false;
+        let mut backoff = FIRST_BACKOFF;
         loop {
-            let (mut conn, generation) = match self.pool.get().await {
-                Err(managed::PoolError::Backend(e)) if e.is_timeout() => {
-                    return Err(self.socket_timeout());
-                }
-                Err(managed::PoolError::Backend(e)) => return Err(classify(e)),
-                Err(e) => return Err(StoreError::Unavailable(Box::new(e))),
-                Ok(pooled) => (pooled.conn.clone(), pooled.generation),
-            };
+            let mut link = self
+                .conns
+                .get()
+                .await
+                .map_err(|e| get_error(e, self.timeout))?;
             let in_flight = RetireOnDrop {
-                store: self,
-                generation,
+                conns: &self.conns,
+                generation: link.generation,
             };
-            let result = send(&mut conn, cmd, script).await;
+            let result = link.send(cmd, script.map(|l| l.code)).await;
             std::mem::forget(in_flight);
             match result {
                 Ok(value) => return Ok(value),
+                Err(e) if did_not_run(&e) => {
+                    if demoted(&e) {
+                        self.conns.retire(link.generation);
+                    }
+                    // Wait for the failover or migration to finish.
+                    let next = Instant::now() + backoff;
+                    if next >= resend_until {
+                        return Err(unavailable_unless_named(e));
+                    }
+                    tracing::debug!(error.message = %e, "Redis refused a command without running it; sending it again");
+                    sleep_until(next).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
                 Err(e) if e.is_timeout() => {
                     // The command may still be queued on this connection; fresh ones are safer
                     // than inheriting a stalled or half-open socket.
-                    self.retire(generation);
+                    self.conns.retire(link.generation);
                     return Err(self.socket_timeout());
                 }
                 Err(e)
@@ -341,27 +172,14 @@ impl RedisStore {
                         || e.is_unrecoverable_error() =>
                 {
                     // Its pool-mates most likely died the same way (Redis restarted).
-                    self.retire(generation);
-                    // redis-rs reports the same broken pipe whether or not the command left,
-                    // so only commands that may safely run twice are retried.
+                    self.conns.retire(link.generation);
                     if !retried && retry == Retry::Idempotent && e.is_connection_dropped() {
                         retried = true;
                         continue;
                     }
                     return Err(classify(e));
                 }
-                Err(e) => {
-                    let error = classify(e);
-                    if matches!(
-                        error.kind(),
-                        StoreErrorKind::ReadOnly | StoreErrorKind::MasterDown
-                    ) {
-                        // A failover demoted this server; fresh connections find the new
-                        // primary once the address points at it.
-                        self.retire(generation);
-                    }
-                    return Err(error);
-                }
+                Err(e) => return Err(classify(e)),
             }
         }
     }
@@ -371,10 +189,39 @@ impl RedisStore {
     fn socket_timeout(&self) -> StoreError {
         StoreError::Timeout(self.timeout)
     }
+}
 
-    /// Makes the pool replace every connection created up to `generation`.
-    fn retire(&self, generation: u64) {
-        self.generation.fetch_max(generation + 1, Ordering::Relaxed);
+/// Retires a connection whose command was dropped unanswered (the request's deadline
+/// passed): the command may still be queued on it, and fresh connections are safer than a
+/// stalled or half-open socket.
+struct RetireOnDrop<'a> {
+    conns: &'a Connections,
+    generation: u64,
+}
+
+impl Drop for RetireOnDrop<'_> {
+    fn drop(&mut self) {
+        self.conns.retire(self.generation);
+    }
+}
+
+/// A connection could not be had: named like any other Redis error when Redis said why.
+fn get_error(e: GetError, timeout: Duration) -> StoreError {
+    match e {
+        GetError::Redis(e) if e.is_timeout() => StoreError::Timeout(timeout),
+        GetError::Redis(e) => unavailable_unless_named(e),
+        GetError::Pool(e) | GetError::Config(e) => StoreError::Unavailable(e),
+    }
+}
+
+/// [`classify`] for errors that say the topology is in flux (no primary known to the
+/// Sentinels, a cluster down or moving slots, no connection to a node) rather than that
+/// the command is wrong: those without a name of their own are unavailability (503), not a
+/// refused command (500).
+fn unavailable_unless_named(e: RedisError) -> StoreError {
+    match classify(e) {
+        StoreError::Command(source) => StoreError::Unavailable(source),
+        other => other,
     }
 }
 
@@ -425,39 +272,6 @@ fn code_inside_script_error(detail: &str) -> Option<Rejection> {
     }
     let (_, inner) = detail.split_once(": -")?;
     rejection_for_code(inner.split_whitespace().next()?)
-}
-
-/// Retires a connection whose command was dropped unanswered (the request's deadline
-/// passed): the command may still be queued on it, and fresh connections are safer than a
-/// stalled or half-open socket.
-struct RetireOnDrop<'a> {
-    store: &'a RedisStore,
-    generation: u64,
-}
-
-impl Drop for RetireOnDrop<'_> {
-    fn drop(&mut self) {
-        self.store.retire(self.generation);
-    }
-}
-
-/// Sends a command, loading its script first if Redis has forgotten it.
-async fn send<T: FromRedisValue>(
-    conn: &mut MultiplexedConnection,
-    cmd: &Cmd,
-    script: Option<&Lua>,
-) -> Result<T, RedisError> {
-    match (cmd.query_async::<T>(conn).await, script) {
-        (Err(e), Some(lua)) if e.kind() == ErrorKind::NoScriptError => {
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(lua.code)
-                .query_async::<()>(conn)
-                .await?;
-            cmd.query_async::<T>(conn).await
-        }
-        (result, _) => result,
-    }
 }
 
 /// Whether a command may be sent again after its connection failed.
@@ -569,18 +383,38 @@ impl SessionStore for RedisStore {
         Ok(removed > 0)
     }
 
+    /// Not just "answers": a demoted endpoint (`ROLE` says replica), Sentinels that know
+    /// no primary and a cluster that is down all fail, so the router stops sending traffic
+    /// that could not be served; and so does an ACL user that lacks a command.
     async fn ping(&self) -> Result<(), StoreError> {
+        // First whether this service's ACL user may run what it needs (and whether the node
+        // answers at all: a replica that serves no stale data says MASTERDOWN here).
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.probe.sha).arg(1).arg(&self.secret_key);
         let refused: Option<String> = self
             .query(&cmd, Some(&self.probe), Retry::Idempotent)
             .await?;
-        match refused {
-            None => Ok(()),
-            Some(command) => Err(StoreError::Rejected {
+        if let Some(command) = refused {
+            return Err(StoreError::Rejected {
                 reason: Rejection::Permission,
                 source: format!("the ACL user may not run {command} on {}", self.secret_key).into(),
+            });
+        }
+        match self.conns.check_writable().await {
+            Ok(()) => Ok(()),
+            Err(CheckError::Get(e)) => Err(get_error(e, self.timeout)),
+            Err(CheckError::NotWritable(e @ NotWritable::Replica)) => Err(StoreError::Rejected {
+                reason: Rejection::ReadOnly,
+                source: Box::new(e),
             }),
+            Err(CheckError::NotWritable(e)) => Err(StoreError::Unavailable(Box::new(e))),
+            Err(CheckError::Redis(e, _)) if e.is_timeout() => Err(self.socket_timeout()),
+            Err(CheckError::Redis(e, generation)) => {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    self.conns.retire(generation);
+                }
+                Err(classify(e))
+            }
         }
     }
 
@@ -600,6 +434,8 @@ impl SessionStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::store::StoreErrorKind;
+    use deadpool_redis::redis::ServerErrorKind;
 
     fn reply(code: &str, detail: &str) -> RedisError {
         redis::make_extension_error(code.to_owned(), Some(detail.to_owned()))
@@ -640,20 +476,23 @@ mod tests {
                 StoreErrorKind::Busy,
             ),
             (
-                RedisError::from((ErrorKind::BusyLoadingError, "Loading")),
+                RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "Loading")),
                 StoreErrorKind::Loading,
             ),
             (
-                RedisError::from((ErrorKind::ReadOnly, "read only")),
+                RedisError::from((ErrorKind::Server(ServerErrorKind::ReadOnly), "read only")),
                 StoreErrorKind::ReadOnly,
             ),
             (
-                RedisError::from((ErrorKind::MasterDown, "master down")),
+                RedisError::from((
+                    ErrorKind::Server(ServerErrorKind::MasterDown),
+                    "master down",
+                )),
                 StoreErrorKind::MasterDown,
             ),
             (
                 RedisError::from((
-                    ErrorKind::ResponseError,
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
                     "script failed",
                     "The user executing the script can't run this command or subcommand script: ab"
                         .into(),
@@ -662,7 +501,7 @@ mod tests {
             ),
             (
                 RedisError::from((
-                    ErrorKind::ResponseError,
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
                     "script failed",
                     "Error running script (call to f_ab): @user_script:1: -OOM command not allowed"
                         .into(),
@@ -671,7 +510,7 @@ mod tests {
             ),
             (
                 RedisError::from((
-                    ErrorKind::ResponseError,
+                    ErrorKind::Server(ServerErrorKind::ResponseError),
                     "script failed",
                     "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
                 )),
@@ -690,6 +529,28 @@ mod tests {
             let text = error.to_string();
             assert_eq!(classify(error).kind(), kind, "{text}");
         }
+    }
+
+    #[test]
+    fn a_topology_in_flux_is_unavailability_not_a_refused_command() {
+        let cases = [
+            RedisError::from((ErrorKind::MasterNameNotFoundBySentinel, "no master")),
+            RedisError::from((ErrorKind::ClusterConnectionNotFound, "no node")),
+            reply("CLUSTERDOWN", "The cluster is down"),
+            reply("TRYAGAIN", "Multiple keys request during rehashing of slot"),
+        ];
+        for error in cases {
+            let text = error.to_string();
+            assert_eq!(
+                unavailable_unless_named(error).kind(),
+                StoreErrorKind::Connection,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            unavailable_unless_named(reply("READONLY", "replica")).kind(),
+            StoreErrorKind::ReadOnly
+        );
     }
 
     #[test]

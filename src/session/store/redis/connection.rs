@@ -1,0 +1,755 @@
+//! How the store reaches Redis, whatever its topology: one endpoint, a primary found through
+//! Sentinels, or a Redis Cluster. The store above sends one command on one key and never
+//! learns which of the three answered.
+//!
+//! - **Standalone and Sentinel** share a deadpool pool of multiplexed connections whose
+//!   recycle step costs nothing (deadpool-redis's own managers, the Sentinel one included,
+//!   send `PING` on every checkout: an extra round trip per request). A connection that failed
+//!   retires every pool-mate through a generation counter. With Sentinels, every new
+//!   connection asks them for the primary, so retiring the pool is how the store rediscovers
+//!   it. redis-rs does not follow Sentinel's `+switch-master` announcements; this layer does
+//!   not subscribe to them either, and relies on what a demoted or dead primary does to the
+//!   next command instead: `READONLY` from a demoted one, a connection error from a dead one.
+//!   Both retire the pool, and the next connection asks the Sentinels again.
+//! - **Cluster** uses redis-rs's async cluster client, one per worker thread like the pools
+//!   (it multiplexes too). Its own retries are off: they would send a counter update again
+//!   after a dropped connection, when it may already have run. `MOVED` and `ASK`, which prove
+//!   the command did not run, are followed here instead.
+//! - **Auto** asks the one endpoint `INFO cluster` on first use, once per process, and
+//!   becomes Standalone or Cluster.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleResult};
+use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use deadpool_redis::redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use deadpool_redis::redis::{
+    self, AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind,
+    FromRedisValue, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisError,
+    ServerErrorKind, TlsMode, Value, aio::MultiplexedConnection,
+};
+use secrecy::ExposeSecret;
+use tokio::sync::OnceCell;
+
+use crate::config::{RedisEndpoint, RedisTopology};
+
+/// Connections idle longer than this are pinged before reuse; busy ones never are. Short, so
+/// that a connection that died while idle (say, Redis restarted) is found out before a
+/// non-idempotent command is sent on it rather than after.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
+
+/// Redirects followed for one command; more means the cluster is still moving slots.
+const MAX_REDIRECTS: usize = 5;
+
+/// How to open a connection to one endpoint: one client per way of authenticating.
+#[derive(Clone)]
+struct Clients {
+    /// As configured: the password alone when the user name is tentative.
+    primary: Client,
+    /// With the tentative user name, for when Redis refuses the password alone.
+    fallback: Option<(Client, String)>,
+    /// The fallback worked once, so this process goes straight to it; shared by all workers.
+    use_fallback: Arc<AtomicBool>,
+}
+
+impl Clients {
+    fn new(endpoint: &RedisEndpoint) -> Result<Self, RedisError> {
+        let client = |username: Option<&str>| {
+            Client::open(connection_info(
+                endpoint,
+                &endpoint.host,
+                endpoint.port,
+                username,
+            ))
+        };
+        let fallback = match &endpoint.tentative_username {
+            Some(name) if endpoint.username.is_none() => Some((client(Some(name))?, name.clone())),
+            _ => None,
+        };
+        Ok(Self {
+            primary: client(endpoint.username.as_deref())?,
+            fallback,
+            use_fallback: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Connects and authenticates; a refused password alone is retried once with the
+    /// tentative user name, and if that works, every later connection uses it.
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection, RedisError> {
+        let Some((fallback, username)) = &self.fallback else {
+            return self
+                .primary
+                .get_multiplexed_async_connection_with_config(config)
+                .await;
+        };
+        if self.use_fallback.load(Ordering::Relaxed) {
+            return fallback
+                .get_multiplexed_async_connection_with_config(config)
+                .await;
+        }
+        match self
+            .primary
+            .get_multiplexed_async_connection_with_config(config)
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::AuthenticationFailed => {
+                // Both refused: the password is wrong, and the first answer says so best.
+                let conn = fallback
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map_err(|_| e)?;
+                if !self.use_fallback.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        redis.user = %username,
+                        "Redis refused the binding's password alone; authenticated as the user \
+                         named in its uri instead. Give the user in a `username` field to skip \
+                         the refused attempt"
+                    );
+                }
+                Ok(conn)
+            }
+            result => result,
+        }
+    }
+}
+
+/// Where the pool's new connections go.
+enum Target {
+    /// One fixed endpoint (DNS may move it, as a managed failover does).
+    Fixed(Clients),
+    /// Whatever primary the Sentinels name at the time.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// A pooled multiplexed connection and the pool generation it was made in.
+struct PooledConnection {
+    conn: MultiplexedConnection,
+    generation: u64,
+}
+
+/// Creates connections with a deadline and recycles them without a round trip.
+struct RedisManager {
+    target: Target,
+    config: AsyncConnectionConfig,
+    /// The generation counter, shared so new connections carry the current value.
+    generation: Arc<AtomicU64>,
+}
+
+impl managed::Manager for RedisManager {
+    type Type = PooledConnection;
+    type Error = RedisError;
+
+    async fn create(&self) -> Result<PooledConnection, RedisError> {
+        let conn = match &self.target {
+            Target::Fixed(clients) => clients.connect(&self.config).await?,
+            Target::Sentinel(sentinel) => {
+                // redis-rs checks with ROLE that the node it names is a primary.
+                let client = sentinel.lock().await.async_get_client().await?;
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await?
+            }
+        };
+        Ok(PooledConnection {
+            conn,
+            generation: self.generation.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn recycle(
+        &self,
+        c: &mut PooledConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<RedisError> {
+        if c.generation < self.generation.load(Ordering::Relaxed) {
+            return Err(managed::RecycleError::message("connection failed earlier"));
+        }
+        // A connection that sat idle may have been cut by a firewall or a Redis restart;
+        // one that was just used is known good, and checking it again would double the
+        // round trips of every request.
+        if metrics.last_used() > IDLE_CHECK_AFTER {
+            redis::cmd("PING").query_async::<()>(&mut c.conn).await?;
+        }
+        Ok(())
+    }
+}
+
+type Pool = managed::Pool<RedisManager>;
+
+/// Building the connection layer failed; only malformed settings can cause this.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot configure the Redis connection")]
+pub struct RedisConfigError(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+/// Why the Redis cannot take writes right now, for readiness.
+#[derive(Debug, thiserror::Error)]
+pub enum NotWritable {
+    /// The endpoint answers `ROLE` with `slave`: it was demoted.
+    #[error("the Redis endpoint is a replica (demoted by a failover?)")]
+    Replica,
+    /// `CLUSTER INFO` does not say `cluster_state:ok`.
+    #[error("the Redis Cluster reports cluster_state other than ok")]
+    ClusterDown,
+}
+
+/// What the layer was built from; cloned into each worker's copy.
+#[derive(Clone)]
+struct Plan {
+    endpoint: RedisEndpoint,
+    /// How to authenticate to the one endpoint; shared so a user-name fallback is learnt
+    /// (and logged) once per process.
+    clients: Clients,
+    topology: RedisTopology,
+    timeout: Duration,
+    pool_size: usize,
+    /// What `auto` found, shared by every worker so the endpoint is asked once per process.
+    detected: Arc<OnceCell<bool>>,
+}
+
+/// Connections to the Redis, for one worker thread.
+pub struct Connections {
+    plan: Plan,
+    /// Standalone or Sentinel; built lazily so `auto` can become a cluster instead.
+    pool: OnceCell<Pool>,
+    /// The cluster client and its one connection.
+    cluster: OnceCell<ClusterClient>,
+    cluster_conn: Mutex<Option<ClusterConnection>>,
+    cluster_connecting: tokio::sync::Mutex<()>,
+    /// Bumped when a connection is found dead or demoted, so its pool-mates are replaced too.
+    generation: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("topology", &self.plan.topology.name())
+            .field("pool", &self.pool.get().map(Pool::status))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection to send one command on, and the generation to retire if it fails.
+pub struct Link {
+    conn: LinkConn,
+    /// The generation the connection was made in.
+    pub generation: u64,
+}
+
+enum LinkConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Connections {
+    /// Connections for `topology`; nothing connects until the first command, so Redis may be
+    /// down at start-up.
+    pub fn new(
+        endpoint: &RedisEndpoint,
+        topology: &RedisTopology,
+        pool_size: usize,
+        timeout: Duration,
+    ) -> Result<Self, RedisConfigError> {
+        let detected = Arc::new(OnceCell::new());
+        match topology {
+            RedisTopology::Standalone | RedisTopology::Sentinel(_) => {
+                let _ = detected.set(false);
+            }
+            RedisTopology::Cluster { .. } => {
+                let _ = detected.set(true);
+            }
+            RedisTopology::Auto => {}
+        }
+        let plan = Plan {
+            clients: Clients::new(endpoint).map_err(config_error)?,
+            endpoint: endpoint.clone(),
+            topology: topology.clone(),
+            timeout,
+            pool_size,
+            detected,
+        };
+        // Malformed settings show up now rather than on the first request.
+        let this = Self::from_plan(plan);
+        this.build_pool()?;
+        if let RedisTopology::Cluster { .. } = topology {
+            this.build_cluster_client()?;
+        }
+        Ok(this)
+    }
+
+    /// The same settings with connections of their own, for one HTTP worker thread.
+    pub fn for_worker(&self) -> Self {
+        Self::from_plan(self.plan.clone())
+    }
+
+    fn from_plan(plan: Plan) -> Self {
+        Self {
+            plan,
+            pool: OnceCell::new(),
+            cluster: OnceCell::new(),
+            cluster_conn: Mutex::new(None),
+            cluster_connecting: tokio::sync::Mutex::new(()),
+            generation: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn config(&self) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.plan.timeout))
+            .set_response_timeout(Some(self.plan.timeout))
+    }
+
+    fn build_pool(&self) -> Result<Pool, RedisConfigError> {
+        let e = &self.plan.endpoint;
+        let target = match &self.plan.topology {
+            RedisTopology::Sentinel(s) => {
+                let tls = |on: bool| {
+                    if on {
+                        TlsMode::Secure
+                    } else {
+                        TlsMode::Insecure
+                    }
+                };
+                let addrs = s.sentinels.iter().map(|n| {
+                    if s.tls {
+                        ConnectionAddr::TcpTls {
+                            host: n.host.clone(),
+                            port: n.port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(n.host.clone(), n.port)
+                    }
+                });
+                let mut b =
+                    SentinelClientBuilder::new(addrs, &s.master, SentinelServerType::Master)
+                        .map_err(config_error)?
+                        .set_client_to_redis_db(e.db)
+                        .set_client_to_redis_protocol(ProtocolVersion::RESP2);
+                if e.tls {
+                    b = b.set_client_to_redis_tls_mode(tls(true));
+                }
+                if let Some(user) = &e.username {
+                    b = b.set_client_to_redis_username(user);
+                }
+                if let Some(password) = &e.password {
+                    b = b.set_client_to_redis_password(password.expose_secret());
+                }
+                if s.tls {
+                    b = b.set_client_to_sentinel_tls_mode(tls(true));
+                }
+                if let Some(user) = &s.username {
+                    b = b.set_client_to_sentinel_username(user);
+                }
+                if let Some(password) = &s.password {
+                    b = b.set_client_to_sentinel_password(password.expose_secret());
+                }
+                Target::Sentinel(tokio::sync::Mutex::new(b.build().map_err(config_error)?))
+            }
+            _ => Target::Fixed(self.plan.clients.clone()),
+        };
+        let manager = RedisManager {
+            target,
+            config: self.config(),
+            generation: self.generation.clone(),
+        };
+        // No pool-level timeouts: the store bounds the pool wait, the connect and the command
+        // together with one deadline. Without them the builder has nothing that can fail.
+        Pool::builder(manager)
+            .max_size(self.plan.pool_size)
+            .build()
+            .map_err(config_error)
+    }
+
+    fn build_cluster_client(&self) -> Result<ClusterClient, RedisConfigError> {
+        let e = &self.plan.endpoint;
+        let nodes: Vec<ConnectionInfo> = match &self.plan.topology {
+            RedisTopology::Cluster { nodes } => nodes
+                .iter()
+                .map(|n| connection_info(e, &n.host, n.port, e.username.as_deref()))
+                .collect(),
+            _ => vec![connection_info(e, &e.host, e.port, e.username.as_deref())],
+        };
+        let mut b = ClusterClientBuilder::new(nodes)
+            // Never resend on its own: after a dropped connection a counter update may have
+            // run already. MOVED and ASK are followed in `Link::send`, where that is safe.
+            .retries(0)
+            .connection_timeout(self.plan.timeout)
+            .response_timeout(self.plan.timeout)
+            .use_protocol(ProtocolVersion::RESP2);
+        if e.tls {
+            b = b.tls(TlsMode::Secure);
+        }
+        if let Some(user) = &e.username {
+            b = b.username(user);
+        }
+        if let Some(password) = &e.password {
+            b = b.password(password.expose_secret());
+        }
+        b.build().map_err(config_error)
+    }
+
+    /// Whether this process talks to a cluster, asking the endpoint once in `auto` mode.
+    async fn is_cluster(&self) -> Result<bool, RedisError> {
+        self.plan
+            .detected
+            .get_or_try_init(|| async {
+                let e = &self.plan.endpoint;
+                let mut conn = self.plan.clients.connect(&self.config()).await?;
+                let info: String = redis::cmd("INFO")
+                    .arg("cluster")
+                    .query_async(&mut conn)
+                    .await?;
+                let cluster = info.lines().any(|l| l.trim() == "cluster_enabled:1");
+                if cluster {
+                    tracing::info!(
+                        redis.host = %e.host, redis.port = e.port, topology = "cluster",
+                        "REDIS_MODE=auto: the endpoint answers INFO cluster with cluster_enabled:1; using the cluster client"
+                    );
+                } else {
+                    tracing::info!(
+                        redis.host = %e.host, redis.port = e.port, topology = "standalone",
+                        "REDIS_MODE=auto: the endpoint is not a cluster node (cluster_enabled:0 or no cluster support); using it as one server"
+                    );
+                }
+                Ok(cluster)
+            })
+            .await
+            .copied()
+    }
+
+    /// A connection to send on; connects (and in `auto` mode, detects) on first use.
+    pub async fn get(&self) -> Result<Link, GetError> {
+        if self.is_cluster().await.map_err(GetError::Redis)? {
+            return self.cluster_link().await;
+        }
+        let pool = self
+            .pool
+            .get_or_try_init(|| async { self.build_pool() })
+            .await
+            .map_err(|e| GetError::Config(Box::new(e)))?;
+        match pool.get().await {
+            Ok(pooled) => Ok(Link {
+                conn: LinkConn::Single(pooled.conn.clone()),
+                generation: pooled.generation,
+            }),
+            Err(managed::PoolError::Backend(e)) => Err(GetError::Redis(e)),
+            Err(e) => Err(GetError::Pool(Box::new(e))),
+        }
+    }
+
+    /// The worker's one cluster connection. It is never replaced: the cluster client keeps
+    /// the slot map and every node's address, reconnects a node by itself and refreshes the
+    /// map on MOVED or when a node cannot be reached; a new client would know only the seed
+    /// nodes, which may be the very nodes that died.
+    async fn cluster_link(&self) -> Result<Link, GetError> {
+        if let Some(link) = self.cached_cluster_link() {
+            return Ok(link);
+        }
+        // One connect at a time: every request of the worker wants one at first.
+        let _gate = self.cluster_connecting.lock().await;
+        if let Some(link) = self.cached_cluster_link() {
+            return Ok(link);
+        }
+        let client = self
+            .cluster
+            .get_or_try_init(|| async { self.build_cluster_client() })
+            .await
+            .map_err(|e| GetError::Config(Box::new(e)))?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .map_err(GetError::Redis)?;
+        if let Ok(mut slot) = self.cluster_conn.lock() {
+            *slot = Some(conn.clone());
+        }
+        Ok(Link {
+            conn: LinkConn::Cluster(conn),
+            generation: 0,
+        })
+    }
+
+    fn cached_cluster_link(&self) -> Option<Link> {
+        let slot = self.cluster_conn.lock().ok()?;
+        slot.as_ref().map(|conn| Link {
+            conn: LinkConn::Cluster(conn.clone()),
+            generation: 0,
+        })
+    }
+
+    /// Replaces every pooled connection made up to `generation`: after a failed or demoted
+    /// one, its pool-mates most likely share its fate, and with Sentinels the replacements ask
+    /// for the primary again. (A cluster connection heals itself; see `cluster_link`.)
+    pub fn retire(&self, generation: u64) {
+        self.generation.fetch_max(generation + 1, Ordering::Relaxed);
+    }
+
+    /// Checks that the Redis can take writes: a primary (`ROLE`) or a healthy cluster.
+    /// A demoted endpoint also retires the pool, so recovery does not wait for a request.
+    pub async fn check_writable(&self) -> Result<(), CheckError> {
+        let mut link = self.get().await.map_err(CheckError::Get)?;
+        match &mut link.conn {
+            LinkConn::Single(conn) => {
+                let role: Vec<Value> = redis::cmd("ROLE")
+                    .query_async(conn)
+                    .await
+                    .map_err(|e| CheckError::Redis(e, link.generation))?;
+                match role.first() {
+                    Some(Value::BulkString(r)) if r == b"master" => Ok(()),
+                    _ => {
+                        self.retire(link.generation);
+                        Err(CheckError::NotWritable(NotWritable::Replica))
+                    }
+                }
+            }
+            LinkConn::Cluster(conn) => {
+                // Asked of a primary (slot 0's), not of a random node that may be a replica.
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::new(0, SlotAddr::Master),
+                ));
+                let info = conn
+                    .route_command(redis::cmd("CLUSTER").arg("INFO").clone(), route)
+                    .await
+                    .and_then(|v| Ok(String::from_redis_value(v)?))
+                    .map_err(|e| CheckError::Redis(e, link.generation))?;
+                if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    Ok(())
+                } else {
+                    Err(CheckError::NotWritable(NotWritable::ClusterDown))
+                }
+            }
+        }
+    }
+}
+
+/// Getting a connection failed.
+#[derive(Debug)]
+pub enum GetError {
+    /// Connecting (or asking the Sentinels) failed.
+    Redis(RedisError),
+    /// The pool failed in another way.
+    Pool(Box<dyn std::error::Error + Send + Sync>),
+    /// The settings could not make a client.
+    Config(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The readiness check failed.
+#[derive(Debug)]
+pub enum CheckError {
+    /// No connection.
+    Get(GetError),
+    /// The check command failed on the connection of this generation.
+    Redis(RedisError, u64),
+    /// Redis answered, but cannot take writes.
+    NotWritable(NotWritable),
+}
+
+impl Link {
+    /// Sends `cmd`; on `NOSCRIPT` resends it as `EVAL` of `script` (which also caches the
+    /// script, so the next `EVALSHA` finds it: no extra round trip in steady state), and on a
+    /// cluster follows `MOVED` and `ASK`, which prove the command did not run.
+    pub async fn send<T: FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+        script: Option<&str>,
+    ) -> Result<T, RedisError> {
+        match &mut self.conn {
+            LinkConn::Single(conn) => match cmd.query_async::<T>(conn).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    match script {
+                        Some(code) => eval_instead(cmd, code).query_async::<T>(conn).await,
+                        None => Err(e),
+                    }
+                }
+                result => result,
+            },
+            LinkConn::Cluster(conn) => send_cluster(conn, cmd, script).await,
+        }
+    }
+}
+
+async fn send_cluster<T: FromRedisValue>(
+    conn: &mut ClusterConnection,
+    cmd: &Cmd,
+    script: Option<&str>,
+) -> Result<T, RedisError> {
+    let mut cmd = cmd.clone();
+    let mut redirect: Option<(String, u16, bool)> = None;
+    let mut last = None;
+    for _ in 0..MAX_REDIRECTS {
+        let result = match &redirect {
+            None => cmd.query_async::<Value>(conn).await,
+            Some((host, port, false)) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                conn.route_command(cmd.clone(), route).await
+            }
+            // ASK holds for this one command only, and only right after ASKING on the same
+            // connection: a pipeline of the two to that node.
+            Some((host, port, true)) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("ASKING").ignore().add_command(cmd.clone());
+                let route = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                conn.route_pipeline(pipe, 0, 2, route)
+                    .await
+                    .and_then(|mut values| {
+                        values.pop().ok_or_else(|| {
+                            RedisError::from((ErrorKind::Client, "ASKING pipeline gave no reply"))
+                        })
+                    })
+            }
+        };
+        let e = match result.and_then(|v| match v {
+            // A pipeline carries a server error as a value.
+            Value::ServerError(e) => Err(e.into()),
+            v => Ok(v),
+        }) {
+            Ok(v) => return Ok(T::from_redis_value(v)?),
+            Err(e) => e,
+        };
+        match e.kind() {
+            ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
+                let ask = e.kind() == ErrorKind::Server(ServerErrorKind::Ask);
+                match e.redirect_node().and_then(|(node, _)| split_node(node)) {
+                    Some((host, port)) => redirect = Some((host, port, ask)),
+                    None => return Err(e),
+                }
+            }
+            ErrorKind::Server(ServerErrorKind::NoScript) if script.is_some() => {
+                cmd = eval_instead(&cmd, script.unwrap_or_default());
+            }
+            _ => return Err(e),
+        }
+        last = Some(e);
+    }
+    Err(last.unwrap_or_else(|| RedisError::from((ErrorKind::Client, "too many redirects"))))
+}
+
+/// `host:port` of a redirect; the host may be an IPv6 literal.
+fn split_node(node: &str) -> Option<(String, u16)> {
+    let (host, port) = node.rsplit_once(':')?;
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
+        port.parse().ok()?,
+    ))
+}
+
+/// `EVAL <code> ...` with the arguments of `EVALSHA <sha> ...`.
+fn eval_instead(cmd: &Cmd, code: &str) -> Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(code);
+    for arg in cmd.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
+}
+
+/// Whether an error reply proves that Redis did not run the command, so that sending it
+/// again (after following a redirect or finding the new primary) cannot apply it twice.
+pub fn did_not_run(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::NoScript
+        ) | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::ClusterConnectionNotFound
+    )
+}
+
+/// Whether the error means the node was demoted and every connection to it should go.
+pub fn demoted(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+    )
+}
+
+/// How to reach `host:port` with `e`'s TLS, database and credentials, as `username`.
+fn connection_info(
+    e: &RedisEndpoint,
+    host: &str,
+    port: u16,
+    username: Option<&str>,
+) -> ConnectionInfo {
+    let addr = if e.tls {
+        ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host.to_owned(), port)
+    };
+    let mut redis = RedisConnectionInfo::default()
+        .set_db(e.db)
+        .set_protocol(ProtocolVersion::RESP2);
+    if let Some(user) = username {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = &e.password {
+        redis = redis.set_password(password.expose_secret());
+    }
+    match addr.into_connection_info() {
+        Ok(info) => info.set_redis_settings(redis),
+        Err(_) => unreachable!("a connection address always converts"),
+    }
+}
+
+fn config_error(e: impl std::error::Error + Send + Sync + 'static) -> RedisConfigError {
+    RedisConfigError(Box::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_replaces_evalsha_and_keeps_the_arguments() {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg("abc").arg(1).arg("sess:k").arg(30);
+        let eval = eval_instead(&cmd, "return 1");
+        let args: Vec<Vec<u8>> = eval
+            .args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(b) => Some(b.to_vec()),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<Vec<u8>> = ["EVAL", "return 1", "1", "sess:k", "30"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        assert_eq!(args, expected);
+    }
+
+    #[test]
+    fn redirect_nodes_split_into_host_and_port() {
+        assert_eq!(split_node("10.0.0.1:7000"), Some(("10.0.0.1".into(), 7000)));
+        assert_eq!(split_node("[::1]:7000"), Some(("::1".into(), 7000)));
+        assert_eq!(split_node("nohost"), None);
+    }
+}
