@@ -64,9 +64,15 @@ impl Load {
 
     /// Load on the app at `address` (`http://127.0.0.1:<port>`).
     async fn start_at(address: &str, sessions: usize) -> Load {
+        Self::start_across(&[address.to_owned()], sessions).await
+    }
+
+    /// Load spread over several instances, each request to the next one, as a router does.
+    async fn start_across(addresses: &[String], sessions: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for _ in 0..sessions {
+            let address = &addresses[0];
             let res = client()
                 .post(format!("{address}/api/visits"))
                 .send()
@@ -74,7 +80,10 @@ impl Load {
                 .expect("a first visit");
             assert_eq!(res.status(), 200, "the first visit failed");
             let cookie = session_cookie(res.headers()).expect("a new session sets a cookie");
-            let url = format!("{address}/api/visits");
+            let urls: Vec<String> = addresses
+                .iter()
+                .map(|a| format!("{a}/api/visits"))
+                .collect();
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -85,7 +94,8 @@ impl Load {
                 let mut replaced = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    let status = match client.post(&url).header(COOKIE, &cookie).send().await {
+                    let url = &urls[outcomes.len() % urls.len()];
+                    let status = match client.post(url).header(COOKIE, &cookie).send().await {
                         Ok(res) => {
                             // A new id means the session was gone and a fresh one was made.
                             if session_cookie(res.headers()).is_some_and(|c| c != cookie) {
@@ -340,8 +350,10 @@ async fn a_planned_sentinel_failover_answers_no_500_and_recovers_within_two_seco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_sentinel_primary_gives_fast_503s_then_200s_within_three_seconds() {
     let mut set = tokio::task::block_in_place(SentinelSet::start);
+    // Two instances, each request to the other one, as behind the router.
     let app = app_on_sentinels(&set).await;
-    let load = Load::start(&app, 4).await;
+    let other = app_on_sentinels(&set).await;
+    let load = Load::start_across(&[app.address.clone(), other.address.clone()], 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let old = set.master_port().unwrap();
@@ -367,6 +379,7 @@ async fn killing_the_sentinel_primary_gives_fast_503s_then_200s_within_three_sec
     // lost. Reported, not hidden; the README explains min-replicas-to-write.
     let (_, extra) = check_counts(&app, &loads, "Sentinel kill -9").await;
     assert_eq!(extra, 0, "a count was applied twice");
+    other.stop().await;
     app.stop().await;
 }
 
@@ -382,9 +395,15 @@ async fn app_on_cluster(cluster: &RedisCluster) -> TestApp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_sessions_spread_over_every_primary_and_survive_a_planned_failover() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
-    let app = app_on_cluster(&cluster).await;
-    assert_eq!(ready_status(&app).await, 200);
-    let load = Load::start(&app, 12).await;
+    // Four instances, as `cf push` makes them, every request to the next one.
+    let mut apps = Vec::new();
+    for _ in 0..4 {
+        let app = app_on_cluster(&cluster).await;
+        assert_eq!(ready_status(&app).await, 200);
+        apps.push(app);
+    }
+    let addresses: Vec<String> = apps.iter().map(|a| a.address.clone()).collect();
+    let load = Load::start_across(&addresses, 12).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let primaries = tokio::task::block_in_place(|| cluster.primaries());
@@ -427,10 +446,12 @@ async fn cluster_sessions_spread_over_every_primary_and_survive_a_planned_failov
     println!(
         "cluster CLUSTER FAILOVER: promoted {took:?} after the command; {failed} requests failed"
     );
-    let (lost, extra) = check_counts(&app, &loads, "cluster CLUSTER FAILOVER").await;
+    let (lost, extra) = check_counts(&apps[0], &loads, "cluster CLUSTER FAILOVER").await;
     assert_eq!(failed, 0, "requests failed during CLUSTER FAILOVER");
     assert_eq!((lost, extra), (0, 0), "counts lost or doubled");
-    app.stop().await;
+    for app in apps {
+        app.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
