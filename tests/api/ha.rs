@@ -662,3 +662,67 @@ async fn over_tls_a_cluster_found_by_auto_serves_sessions_through_a_failover() {
         app.stdout()
     );
 }
+
+/// Calls of each command on `port` since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+fn command_calls(port: u16) -> Vec<(String, u64)> {
+    let info: String = run(port, redis::cmd("INFO").arg("commandstats"));
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_counter_request_on_a_cluster_is_one_evalsha_in_steady_state() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 0));
+    let app = app_on_cluster(&cluster).await;
+    let mut cookies = Vec::new();
+    for _ in 0..6 {
+        cookies.push(app.visit(None).await.1.expect("a cookie"));
+    }
+    // Warm: every primary has the script and the client its slot map.
+    for cookie in &cookies {
+        assert_eq!(
+            app.send("POST", "/api/visits", Some(cookie)).await.status(),
+            200
+        );
+    }
+    tokio::task::block_in_place(|| {
+        for n in &cluster.nodes {
+            let _: () = run(n.port(), redis::cmd("CONFIG").arg("RESETSTAT"));
+        }
+    });
+    let requests = 300;
+    for i in 0..requests {
+        let cookie = &cookies[i % cookies.len()];
+        assert_eq!(
+            app.send("POST", "/api/visits", Some(cookie)).await.status(),
+            200
+        );
+    }
+    let mut calls: Vec<(String, u64)> = tokio::task::block_in_place(|| {
+        cluster
+            .nodes
+            .iter()
+            .flat_map(|n| command_calls(n.port()))
+            .collect()
+    });
+    // What the test itself sent, and what scripts run inside the one EVALSHA.
+    calls.retain(|(name, _)| {
+        !["config|resetstat", "config", "info", "expire", "hincrby"].contains(&name.as_str())
+    });
+    let evalsha: u64 = calls
+        .iter()
+        .filter(|(n, _)| n == "evalsha")
+        .map(|(_, c)| c)
+        .sum();
+    let others: Vec<&(String, u64)> = calls.iter().filter(|(n, _)| n != "evalsha").collect();
+    println!(
+        "cluster steady state: {requests} counter requests, {evalsha} EVALSHA, other commands {others:?}"
+    );
+    assert_eq!(evalsha, requests as u64, "one EVALSHA per counter request");
+    assert!(others.is_empty(), "extra round trips: {others:?}");
+    app.stop().await;
+}
