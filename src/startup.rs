@@ -27,9 +27,12 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time a client has to send a complete request head, which cuts slowloris attacks.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an idle keep-alive connection is kept. Longer than common proxy idle timeouts
-/// (HAProxy's, the gorouter's) would risk those proxies reusing a connection we are closing.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+/// How long an idle keep-alive connection is kept. It must outlive the idle timeout of the
+/// proxy in front, so that the proxy is always the side that closes an idle connection: if we
+/// closed first, the proxy could send a request on a connection we are closing and answer 502.
+/// The gorouter keeps idle back-end connections for 90 s
+/// (<https://docs.cloudfoundry.org/adminguide/routing-keepalive.html#app-idle-timeout>).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(120);
 /// Open connections per worker thread; the platform's file-descriptor limit is 16384.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 4096;
 
