@@ -23,7 +23,8 @@
 # What it proves: Test 1 (20 loads count 1..20 over all instances), Test 2 (a restart of all,
 # the count goes on), a rolling restart under load with no failed request or lost count,
 # `wrk` at 256 connections for 30 s with no error and no OOM kill, a hung instance replaced,
-# an idle keep-alive connection reused after 91 s (longer than the router's 90 s), and the
+# every instance leaving the router's pool while Redis is paused and rejoining without a
+# restart, an idle keep-alive connection reused after 91 s (longer than the router's 90 s), and the
 # demo's negative case (SESSION_STORE=memory scatters the counts). It ends with peak memory
 # and log volume per instance.
 set -euo pipefail
@@ -682,12 +683,39 @@ section "Liveness: instance $hung hangs (SIGSTOP) and is replaced"
 old_pid=$(cat "$work/instance-$hung/pid")
 kill -STOP "$old_pid"
 replaced() { [[ "$(cat "$work/instance-$hung/pid")" != "$old_pid" ]]; }
-wait_for "the supervisor to replace the hung instance $hung" $((CHECK_INTERVAL + m_liveness_timeout + STOP_GRACE_SECONDS + 5)) replaced
+wait_for "the supervisor to replace the hung instance $hung" $((CHECK_INTERVAL + m_liveness_timeout + STOP_GRACE_SECONDS + 10)) replaced
 wait_for "instance $hung to be running and ready again" $((m_start_timeout + 5)) instance_ready "$hung"
 wait_for "HAProxy to route to instance $hung again" 10 router_reaches "$hung"
 rc=$(tail -n 1 "$work/instance-$hung/exits")
 ((rc == 137)) || fail "Liveness: the hung instance ended with status $rc, expected 137 (SIGKILL after the grace period)"
 pass "Liveness: $(grep crashed "$work/instance-$hung/events" | tail -n 1 | cut -d' ' -f2-); SIGKILL after ${STOP_GRACE_SECONDS}s, restarted"
+
+# --- Readiness -------------------------------------------------------------------------
+section "Readiness: Redis pauses (SIGSTOP), every instance leaves the pool, then returns"
+declare -a pids_before=()
+for ((i = 0; i < m_instances; i++)); do
+    pids_before[i]=$(cat "$work/instance-$i/pid")
+done
+kill -STOP "$redis_pid"
+# /health never touches Redis: while any instance is in the pool it answers 200, so a 503
+# here is the router's own answer for a route with no back end left.
+router_has_none() {
+    [[ "$(curl -s -o "$work/outage.html" -w '%{http_code}' --max-time 5 "$router/health")" == 503 ]] &&
+        ! grep -q '"status"' "$work/outage.html"
+}
+wait_for "HAProxy to take every unready instance out of the pool" 15 router_has_none
+outage_page=$(tr -s ' \n' ' ' <"$work/outage.html" | sed 's/<[^>]*>//g' | cut -c1-80)
+kill -CONT "$redis_pid"
+for ((i = 0; i < m_instances; i++)); do
+    wait_for "instance $i to be ready again" 15 instance_ready "$i"
+    wait_for "HAProxy to route to instance $i again" 10 router_reaches "$i"
+    [[ "$(cat "$work/instance-$i/pid")" == "${pids_before[i]}" ]] || fail "Readiness: instance $i was restarted during the Redis outage"
+done
+line=$(load_page "$jar") || fail "the page load after the Redis outage failed"
+read -r inst visits <<<"$line"
+((visits == last + 1)) || fail "Readiness: the count after the outage was $visits, expected $((last + 1))"
+last=$visits
+pass "Readiness: with Redis paused the router answered itself (503:${outage_page}); after it resumed all $m_instances instances rejoined without a restart and the count went on ($visits)"
 
 # --- Negative case ---------------------------------------------------------------------
 section "Negative case: SESSION_STORE=memory, no Redis"
