@@ -3,9 +3,11 @@
 # package (not the repository) the way the platform does, behind HAProxy as the router,
 # with one shared Redis bound as the manifest's service.
 #
-#   bash ci/cf-local.sh                        (root; needs cargo, objdump, redis-server,
-#   CF_LOCAL_MANIFEST=other.yml bash ci/cf-local.sh   redis-cli, haproxy, curl, wrk, python3
-#                                                      with PyYAML; .ci/run installs them)
+#   bash ci/cf-local.sh                  root; needs cargo, objdump, redis-server, redis-cli,
+#                                        haproxy, curl, wrk and python3 with PyYAML (.ci/run
+#                                        installs them)
+#   CF_LOCAL_MANIFEST=other.yml          runs another manifest
+#   CF_LOCAL_KEEP=1                      keeps the work directory (logs, instance copies)
 #
 # What it does as the platform would:
 # - reads instances, memory, env, services, path, health-check type/endpoint/invocation
@@ -306,7 +308,7 @@ supervise() {
         done
         # Peak resident set of this run, beside the cgroup's figure (which leaves out the
         # binary's file pages: the copy was made from outside the cgroup).
-        sed -n 's/^VmHWM: *\([0-9]*\) kB$/\1/p' "/proc/$app_pid/status" >>"$dir/hwm" 2>/dev/null
+        sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$app_pid/status" >>"$dir/hwm" 2>/dev/null
         # Stop the container: SIGTERM to every process in it, SIGKILL after the grace period.
         kill -TERM $(cg_procs "$cg") 2>/dev/null
         local until_us=$((${EPOCHREALTIME/./} + STOP_GRACE_SECONDS * 1000000))
@@ -704,7 +706,7 @@ router_has_none() {
         ! grep -q '"status"' "$work/outage.html"
 }
 wait_for "HAProxy to take every unready instance out of the pool" 15 router_has_none
-outage_page=$(tr -s ' \n' ' ' <"$work/outage.html" | sed 's/<[^>]*>//g' | cut -c1-80)
+outage_page=$(sed 's/<[^>]*>//g' "$work/outage.html" | tr -s ' \n' ' ' | sed 's/^ //; s/ $//')
 kill -CONT "$redis_pid"
 for ((i = 0; i < m_instances; i++)); do
     wait_for "instance $i to be ready again" 15 instance_ready "$i"
@@ -715,7 +717,7 @@ line=$(load_page "$jar") || fail "the page load after the Redis outage failed"
 read -r inst visits <<<"$line"
 ((visits == last + 1)) || fail "Readiness: the count after the outage was $visits, expected $((last + 1))"
 last=$visits
-pass "Readiness: with Redis paused the router answered itself (503:${outage_page}); after it resumed all $m_instances instances rejoined without a restart and the count went on ($visits)"
+pass "Readiness: with Redis paused the router answered itself (\"$outage_page\"); after it resumed all $m_instances instances rejoined without a restart and the count went on ($visits)"
 
 # --- Negative case ---------------------------------------------------------------------
 section "Negative case: SESSION_STORE=memory, no Redis"

@@ -65,6 +65,7 @@ def size_bytes(key: str, value: object, default_unit: str) -> int:
 
 
 def positive_int(app: dict, key: str, default: int) -> int:
+    """A whole-number attribute of at least 1, or its platform default."""
     value = app.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ManifestError(f"{key}: {value!r} is not a whole number of at least 1")
@@ -72,6 +73,7 @@ def positive_int(app: dict, key: str, default: int) -> int:
 
 
 def check_type(app: dict, prefix: str, default: str) -> tuple[str, str]:
+    """The type and endpoint of the liveness (prefix "") or readiness check."""
     kind = app.get(f"{prefix}health-check-type", default)
     if kind not in CHECK_TYPES:
         raise ManifestError(f"{prefix}health-check-type: {kind!r} is not one of {sorted(CHECK_TYPES)}")
@@ -84,6 +86,7 @@ def check_type(app: dict, prefix: str, default: str) -> tuple[str, str]:
 
 
 def procfile_web(app_dir: Path) -> str:
+    """The web command of the package's Procfile, which binary_buildpack starts."""
     procfile = app_dir / "Procfile"
     if not procfile.is_file():
         raise ManifestError(f"path: {app_dir} has no Procfile and the manifest gives no command")
@@ -207,6 +210,7 @@ def load(manifest_path: Path, check_only: bool) -> dict:
 
 
 def cmd_manifest(args: argparse.Namespace) -> int:
+    """Prints the checked manifest as m_<name>=... shell assignments (bash arrays for lists)."""
     try:
         spec = load(Path(args.manifest), args.check_only)
     except ManifestError as err:
@@ -221,6 +225,7 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 def cmd_vcap_application(args: argparse.Namespace) -> int:
+    """VCAP_APPLICATION as Diego sets it for one instance."""
     uri = f"{args.name}.apps.cf-local.internal"
     print(json.dumps({
         "application_id": str(uuid.uuid5(uuid.NAMESPACE_URL, uri)),
@@ -317,6 +322,7 @@ def memory_figures(cgroup: Path) -> dict:
 
 
 def timestamp(line: dict) -> float | None:
+    """A JSON log line's time in epoch seconds."""
     stamp = line.get("timestamp")
     if not isinstance(stamp, str):
         return None
@@ -348,6 +354,7 @@ def log_figures(log: Path, start: float, end: float) -> dict:
 
 
 def mib(n: int | None) -> str:
+    """Bytes as MiB for the report."""
     return "?" if n is None else f"{n / 1048576:.1f} MiB"
 
 
