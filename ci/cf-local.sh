@@ -197,11 +197,11 @@ setup_cgroups() {
         done
     fi
     [[ -n "$cgroot" ]] || fail "no memory cgroup controller: neither cgroup v1 (/sys/fs/cgroup/memory) nor v2 with memory in cgroup.controllers. Each instance must run under the manifest's memory limit"
-    mkdir "$cgroot" 2>/dev/null || {
-        local why=$?
+    if ! mkdir "$cgroot" 2>/dev/null; then
+        local wanted=$cgroot
         cgroot=""
-        fail "cannot create a memory cgroup (exit $why); run as root with a writable cgroup filesystem"
-    }
+        fail "cannot create the memory cgroup $wanted; run as root on a writable cgroup filesystem (v1 memory controller, or v2 with memory enabled)"
+    fi
     if ((cgversion == 2)); then
         echo +memory >"$cgroot/cgroup.subtree_control" || fail "cannot enable memory for the children of $cgroot"
     fi
