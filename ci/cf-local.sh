@@ -535,6 +535,10 @@ defaults
 
 frontend web
     bind 127.0.0.1:$haproxy_port
+    # One id per request, kept when the request is replayed on another instance, as the
+    # gorouter's X-Vcap-Request-Id; the app logs it on its access line.
+    unique-id-format %[uuid()]
+    http-request set-header X-Vcap-Request-Id %[unique-id]
     default_backend app
 
 backend app
@@ -641,6 +645,8 @@ fi
 bad=$(awk -v prev="$last" '{ if ($2 != prev + 1) { printf "after %d came %d (instance %d) at request %d\n", prev, $2, $1, NR } prev = $2 }' "$counts_file")
 if [[ -n "$bad" ]]; then
     printf '%s\n' "$bad" | head -n 20 >&2
+    echo "requests that reached more than one instance (router replays):" >&2
+    "$py" ci/cf_local.py replays "$work"/instance-* >&2
     fail "Rolling restart: counts were not consecutive (a count was lost or repeated)"
 fi
 last=$(tail -n 1 "$counts_file" | cut -d' ' -f2)

@@ -7,6 +7,7 @@ Cloud Foundry gives an instance, the idle keep-alive probe and the final report.
     python3 ci/cf_local.py vcap-application NAME INDEX GUID PORT MEMORY_MB DISK_MB
     python3 ci/cf_local.py vcap-services HOST PORT PASSWORD SERVICE...
     python3 ci/cf_local.py keepalive HOST PORT IDLE_SECONDS
+    python3 ci/cf_local.py replays INSTANCE_DIR...
     python3 ci/cf_local.py report --limit BYTES --window START END INSTANCE_DIR...
 
 Needs PyYAML (Debian: python3-yaml).
@@ -289,6 +290,25 @@ def cmd_keepalive(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replays(args: argparse.Namespace) -> int:
+    """Request ids that reached more than one instance: requests the router replayed."""
+    seen: dict[str, list[str]] = {}
+    for directory in map(Path, args.instances):
+        with (directory / "stdout.log").open("rb") as f:
+            for raw in f:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(line, dict) and line.get("target") == "redis_sessions::access":
+                    entry = f"{directory.name} {line.get('method')} {line.get('path')} {line.get('status')}"
+                    seen.setdefault(str(line.get("request_id")), []).append(entry)
+    for request_id, entries in seen.items():
+        if len(entries) > 1:
+            print(f"{request_id}: {'; '.join(entries)}")
+    return 0
+
+
 def read_int(path: Path, key: str | None = None) -> int | None:
     """One number from a cgroup file, or the value of `key` in a flat-keyed one."""
     try:
@@ -418,6 +438,10 @@ def main() -> int:
     p.add_argument("port", type=int)
     p.add_argument("idle", type=float)
     p.set_defaults(func=cmd_keepalive)
+
+    p = sub.add_parser("replays")
+    p.add_argument("instances", nargs="+", help="instance directories (stdout.log)")
+    p.set_defaults(func=cmd_replays)
 
     p = sub.add_parser("report")
     p.add_argument("--limit", type=int, default=-1, help="log-rate-limit-per-second in bytes")
