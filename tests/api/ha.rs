@@ -14,7 +14,7 @@ use reqwest::header::COOKIE;
 
 use crate::support::topology::{MASTER, RedisCluster, SentinelSet, run, wait_until};
 use crate::support::{
-    BinaryApp, RedisServer, SECRET_A, ScratchDir, TestApp, client, session_cookie,
+    BinaryApp, RedisServer, SECRET_A, ScratchDir, TestApp, client, session_cookie, visits_in_page,
 };
 use crate::tls::make_certificates;
 
@@ -390,6 +390,111 @@ async fn app_on_cluster(cluster: &RedisCluster) -> TestApp {
         &[("REDIS_TIMEOUT_MS", &timeout_var())],
     )
     .await
+}
+
+/// Four instances on a cluster found by `auto`, as `cf push` makes them: `CF_INSTANCE_INDEX`
+/// 0..3, so each page says which one served it.
+async fn four_instances_on_cluster(cluster: &RedisCluster) -> Vec<TestApp> {
+    let mut apps = Vec::new();
+    for index in 0..4 {
+        apps.push(
+            TestApp::spawn(
+                Some(&cluster.nodes[0]),
+                &[
+                    ("REDIS_TIMEOUT_MS", &timeout_var()),
+                    ("CF_INSTANCE_INDEX", &index.to_string()),
+                ],
+            )
+            .await,
+        );
+    }
+    apps
+}
+
+/// Loads the page at `app` and returns (instance index shown, visits shown, cookie set).
+async fn load_page(app: &TestApp, cookie: Option<&str>) -> (u32, i64, Option<String>) {
+    let res = app.send("GET", "/", cookie).await;
+    assert_eq!(res.status(), 200, "GET / failed");
+    let set = session_cookie(res.headers());
+    let body = res.text().await.expect("body");
+    let tag = r#"<dd id="instance">"#;
+    let start = body.find(tag).expect("page shows #instance") + tag.len();
+    let end = start + body[start..].find('<').expect("closing tag");
+    let instance = body[start..end].parse().expect("instance is a number");
+    (instance, visits_in_page(&body), set)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_four_instances_count_one_visitor_1_to_20_and_21_after_restarting_all() {
+    let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
+    let started = Instant::now();
+
+    // Test 1: 20 page loads of one visitor, each to the next instance, count 1..20.
+    let apps = four_instances_on_cluster(&cluster).await;
+    let mut cookie: Option<String> = None;
+    let mut counts = Vec::new();
+    let mut served = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        let (instance, visits, set) = load_page(&apps[n % apps.len()], cookie.as_deref()).await;
+        if cookie.is_none() {
+            cookie = set;
+        }
+        counts.push(visits);
+        served.insert(instance);
+    }
+    assert_eq!(
+        counts,
+        (1..=20).collect::<Vec<i64>>(),
+        "Test 1 on a cluster"
+    );
+    assert_eq!(
+        served.len(),
+        4,
+        "Test 1: served by instances {served:?} only"
+    );
+
+    // Sessions spread over every primary: 60 more visitors, one page load each.
+    for n in 0..60 {
+        let (_, visits, set) = load_page(&apps[n % apps.len()], None).await;
+        assert_eq!(
+            (visits, set.is_some()),
+            (1, true),
+            "a new visitor's first load"
+        );
+    }
+    let per_node: Vec<(u16, usize)> = tokio::task::block_in_place(|| {
+        cluster
+            .primaries()
+            .iter()
+            .map(|&i| (cluster.nodes[i].port(), cluster.session_keys(i).len()))
+            .collect()
+    });
+    println!("cluster: session keys per primary (port, keys) for 61 visitors: {per_node:?}");
+    assert_eq!(per_node.len(), 3, "3 primaries");
+    assert_eq!(
+        per_node.iter().map(|(_, n)| n).sum::<usize>(),
+        61,
+        "one key per visitor: {per_node:?}"
+    );
+    assert!(
+        per_node.iter().all(|&(_, n)| n > 0),
+        "61 sessions did not reach all 3 primaries: {per_node:?}"
+    );
+
+    // Test 2: stop every instance gracefully, start 4 new ones, the next load reads 21.
+    for app in apps {
+        app.stop().await;
+    }
+    let apps = four_instances_on_cluster(&cluster).await;
+    let (instance, visits, _) = load_page(&apps[0], cookie.as_deref()).await;
+    assert_eq!(visits, 21, "Test 2 on a cluster (instance {instance})");
+    println!(
+        "cluster: Test 1 counts {counts:?} from instances {served:?}; Test 2 read {visits}; {:?} after the cluster was up",
+        started.elapsed()
+    );
+    for app in apps {
+        app.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
