@@ -17,7 +17,7 @@ use crate::session::store::{MemoryStore, RedisStore};
 use crate::session::{
     SessionConfig, SessionError, SessionMiddleware, SessionStore, SigningKeys, StoreKind,
 };
-use crate::telemetry::{self, RequestSpan};
+use crate::telemetry::{self, RequestSpan, metrics};
 
 /// Largest request body accepted. No route reads a body; this only bounds abuse.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -48,6 +48,15 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The metrics port could not be bound.
+    #[error("cannot listen on 0.0.0.0:{port} (METRICS_PORT; set it to off to disable metrics)")]
+    BindMetrics {
+        /// The port.
+        port: u16,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The Redis pool could not be configured.
     #[error(transparent)]
     Redis(#[from] crate::session::store::redis::RedisConfigError),
@@ -59,11 +68,19 @@ pub enum StartupError {
     Server(#[source] std::io::Error),
 }
 
-/// The running service: a bound port and a server future.
+/// The running service: a bound port and a server future, and the metrics listener.
 pub struct Application {
     port: u16,
     server: Server,
     signals: Option<ShutdownSignals>,
+    metrics: Option<MetricsListener>,
+}
+
+/// The Prometheus listener on `METRICS_PORT`, stopped together with the application.
+struct MetricsListener {
+    port: u16,
+    server: Server,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl Application {
@@ -80,6 +97,21 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { port, source })?
             .port();
+        // Bound (and the recorder installed) before anything records, so that a busy
+        // METRICS_PORT fails the start rather than being found out later.
+        let metrics_listener = match settings.http.metrics_port {
+            Some(metrics_port) => {
+                let bind = |source| StartupError::BindMetrics {
+                    port: metrics_port,
+                    source,
+                };
+                let listener = TcpListener::bind(("0.0.0.0", metrics_port)).map_err(bind)?;
+                let bound = listener.local_addr().map_err(bind)?.port();
+                Some((listener, bound, metrics::install()))
+            }
+            None => None,
+        };
+        let mut pools = None;
 
         let mut app = match &settings.store {
             StoreSettings::Redis(redis) => {
@@ -126,6 +158,7 @@ impl Application {
                     redis.timeout,
                     &settings.session.key_prefix,
                 )?);
+                pools = Some(template.pools());
                 Self::serve(
                     move || Arc::new(template.for_worker()),
                     listener,
@@ -145,6 +178,20 @@ impl Application {
             }
         }?;
         app.signals = signals;
+        if let Some((listener, port, handle)) = metrics_listener {
+            metrics::build_info(StoreKind::from(&settings.store).as_str(), topology(&settings.store));
+            let server = metrics::serve(listener, handle.clone(), pools)
+                .map_err(|source| StartupError::BindMetrics { port, source })?;
+            tracing::info!(
+                metrics_port = port,
+                "metrics on http://0.0.0.0:{port}/metrics"
+            );
+            app.metrics = Some(MetricsListener {
+                port,
+                server,
+                handle,
+            });
+        }
         Ok(app)
     }
 
@@ -211,12 +258,18 @@ impl Application {
             port,
             server,
             signals: None,
+            metrics: None,
         })
     }
 
     /// The port actually bound (useful with `PORT=0`).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The metrics port actually bound; `None` with `METRICS_PORT=off`.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|m| m.port)
     }
 
     /// A handle to stop the server gracefully from elsewhere (tests).
@@ -226,6 +279,7 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then stops accepting, lets in-flight requests finish
     /// within the shutdown timeout. Each worker's Redis pool closes as that worker stops.
+    /// The metrics listener serves until the application has stopped, then stops too.
     pub async fn run(self) -> Result<(), StartupError> {
         let handle = self.server.handle();
         let signals = self.signals;
@@ -236,9 +290,34 @@ impl Application {
                 handle.stop(true).await;
             }
         });
+        let metrics = self.metrics.map(|m| {
+            let stop = m.server.handle();
+            let upkeep = tokio::spawn(metrics::upkeep(m.handle));
+            // Its own task: a failure of the metrics listener never stops the application.
+            let serving = tokio::spawn(async move {
+                if let Err(e) = m.server.await {
+                    tracing::error!(error.chain = %telemetry::error_chain(&e), "the metrics listener failed");
+                }
+            });
+            (stop, upkeep, serving)
+        });
         let result = self.server.await.map_err(StartupError::Server);
+        if let Some((stop, upkeep, serving)) = metrics {
+            upkeep.abort();
+            stop.stop(false).await;
+            let _ = serving.await;
+        }
         tracing::info!("stopped");
         result
+    }
+}
+
+/// The `topology` label of the build info: `REDIS_MODE` as configured (`auto` finds out
+/// per connection whether the endpoint is a cluster).
+fn topology(store: &StoreSettings) -> &'static str {
+    match store {
+        StoreSettings::Redis(redis) => redis.topology.name(),
+        StoreSettings::Memory { .. } => "in-process",
     }
 }
 

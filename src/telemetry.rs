@@ -1,4 +1,7 @@
-//! Logs: JSON lines on the platform, readable text locally, one line per request.
+//! Logs: JSON lines on the platform, readable text locally, one line per request; and
+//! Prometheus [`metrics`].
+
+pub mod metrics;
 
 use std::time::Instant;
 
@@ -128,11 +131,17 @@ fn request_id_of(request: &ServiceRequest) -> String {
 }
 
 /// Middleware outside `TracingLogger`: echoes the request's id back as `X-Request-Id`.
+/// Being outermost, it also records each request's duration and final status for the
+/// metrics.
 pub async fn echo_request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let mut res = next.call(req).await?;
+    let started = Instant::now();
+    let method = req.method().clone();
+    let outcome = next.call(req).await;
+    metrics::http_request(&method, &outcome, started);
+    let mut res = outcome?;
     let id = res
         .request()
         .extensions()

@@ -15,6 +15,7 @@ use super::ConfigError;
 #[derive(Deserialize, Serialize, Default)]
 pub(super) struct RawEnv {
     pub(super) port: Option<String>,
+    pub(super) metrics_port: Option<String>,
     pub(super) vcap_application: Option<String>,
     pub(super) vcap_services: Option<String>,
     pub(super) cf_instance_index: Option<String>,

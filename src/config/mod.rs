@@ -3,6 +3,7 @@
 //! | variable | default | meaning |
 //! | --- | --- | --- |
 //! | `PORT` | `8080` | listen on `0.0.0.0:PORT` |
+//! | `METRICS_PORT` | `9090` | Prometheus `/metrics` on `0.0.0.0:METRICS_PORT`; `off` disables it |
 //! | `VCAP_APPLICATION` | unset | JSON; when set we are on Cloud Foundry |
 //! | `VCAP_SERVICES` | unset | JSON of the bound services, searched for a Redis |
 //! | `CF_INSTANCE_INDEX` | `0` (or `instance_index` from `VCAP_APPLICATION`) | this instance's index |
@@ -123,6 +124,7 @@ mod tests {
     fn an_empty_environment_gives_the_local_defaults() {
         let s = settings(&[]).unwrap();
         assert_eq!(s.http.port, 8080);
+        assert_eq!(s.http.metrics_port, Some(9090));
         assert!(!s.platform.on_cloud_foundry);
         assert!(matches!(
             s.store,
@@ -259,6 +261,16 @@ mod tests {
     }
 
     #[test]
+    fn metrics_port_off_disables_the_listener_in_any_case() {
+        for off in ["off", "OFF", " Off "] {
+            let s = settings(&[("METRICS_PORT", off)]).unwrap();
+            assert_eq!(s.http.metrics_port, None, "{off:?}");
+        }
+        let s = settings(&[("METRICS_PORT", "0"), ("PORT", "0")]).unwrap();
+        assert_eq!(s.http.metrics_port, Some(0), "0 picks a free port");
+    }
+
+    #[test]
     fn each_bad_value_is_one_line_naming_its_variable() {
         let app = &fixture("vcap-application.json");
         let two = &fixture("ambiguous-two-p-redis.json");
@@ -266,6 +278,12 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("PORT", "eighty")], "PORT must be a port number"),
             (&[("PORT", "70000")], "PORT must be a port number"),
+            (&[("METRICS_PORT", "on")], "METRICS_PORT must be a port number"),
+            (&[("METRICS_PORT", "65536")], "METRICS_PORT must be a port number"),
+            (
+                &[("PORT", "9000"), ("METRICS_PORT", "9000")],
+                "METRICS_PORT must be a port number between 0 and 65535 other than PORT's",
+            ),
             (
                 &[("VCAP_SERVICES", "{not json")],
                 "VCAP_SERVICES is not valid JSON",

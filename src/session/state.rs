@@ -25,6 +25,7 @@ use super::id::SessionId;
 use super::signing::SigningKeys;
 use super::store::{self, Applied, Presence, Record, SessionStore, StoreError, Update};
 use super::{SessionConfig, SessionError};
+use crate::telemetry::metrics;
 
 /// Who the visitor is, decided on first use.
 enum Identity {
@@ -149,6 +150,7 @@ impl SessionState {
                     }
                     None => {
                         // Expired or deleted: never revived; a later write gets a new id.
+                        metrics::session_expired();
                         state.gone();
                         Ok(None)
                     }
@@ -179,6 +181,7 @@ impl SessionState {
             let mut state = self.state.borrow_mut();
             let Some(record) = record else {
                 // Already gone: nothing to carry over, and nothing is revived.
+                metrics::session_expired();
                 state.gone();
                 return Ok(());
             };
@@ -207,7 +210,9 @@ impl SessionState {
         }
         if let Some(id) = known {
             let key = id.key(&self.config.key_prefix);
-            self.bounded(self.store.delete(&key)).await?;
+            if self.bounded(self.store.delete(&key)).await? {
+                metrics::session_ended();
+            }
         }
         Ok(())
     }
@@ -371,6 +376,7 @@ impl SessionState {
                         _ => None,
                     };
                     if presence == Presence::MustBeNew {
+                        metrics::session_created();
                         state.cache = Some(Record::new());
                     }
                     if let Some(cache) = state.cache.as_mut() {
@@ -390,6 +396,7 @@ impl SessionState {
                 }
                 // Gone since the cookie was issued: start over under a new id.
                 Applied::Missing => {
+                    metrics::session_expired();
                     let mut state = self.state.borrow_mut();
                     state.identity = Identity::Gone;
                     state.cache = None;
@@ -405,6 +412,7 @@ impl SessionState {
 
 /// A cookie that cannot be ours is logged once and treated as "no session".
 fn ignore_cookie(state: &mut State, problem: CookieProblem) {
+    metrics::bad_cookie(problem);
     tracing::warn!(%problem, "suspicious session cookie ignored; continuing without a session");
     state.identity = Identity::Anonymous;
 }

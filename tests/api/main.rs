@@ -8,6 +8,7 @@ mod handle;
 mod head;
 mod health;
 mod hostile;
+mod metrics;
 mod sessions;
 mod store_errors;
 mod store_suite;

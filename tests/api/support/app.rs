@@ -13,6 +13,8 @@ use super::{RedisServer, SECRET_A};
 pub fn test_settings(redis: Option<&str>, vars: &[(&str, &str)]) -> Settings {
     let mut all: Vec<(String, String)> = vec![
         ("PORT".into(), "0".into()),
+        // Many apps run at once; the metrics tests ask for a listener explicitly.
+        ("METRICS_PORT".into(), "off".into()),
         ("SESSION_SECRET".into(), SECRET_A.into()),
         ("REDIS_TIMEOUT_MS".into(), "300".into()),
         ("HTTP_WORKERS".into(), "1".into()),

@@ -19,7 +19,7 @@
 //!   becomes Standalone or Cluster.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleResult};
@@ -36,6 +36,7 @@ use secrecy::ExposeSecret;
 use tokio::sync::OnceCell;
 
 use crate::config::{RedisEndpoint, RedisTopology};
+use crate::telemetry::metrics;
 
 /// Connections idle longer than this are pinged before reuse; busy ones never are. Short, so
 /// that a connection that died while idle (say, Redis restarted) is found out before a
@@ -157,6 +158,7 @@ impl managed::Manager for RedisManager {
                     .await?
             }
         };
+        metrics::redis_connection_opened();
         Ok(PooledConnection {
             conn,
             generation: self.generation.load(Ordering::Relaxed),
@@ -211,6 +213,49 @@ struct Plan {
     pool_size: usize,
     /// What `auto` found, shared by every worker so the endpoint is asked once per process.
     detected: Arc<OnceCell<bool>>,
+    /// Every worker's pool, for the metrics.
+    pools: PoolRegistry,
+}
+
+/// Every worker's pool, for the metrics scrape. Weak, so a stopped worker's pool still
+/// closes its connections.
+#[derive(Clone, Default)]
+pub struct PoolRegistry(Arc<Mutex<Vec<managed::WeakPool<RedisManager>>>>);
+
+/// Connection counts summed over every live pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolTotals {
+    /// Open connections.
+    pub open: usize,
+    /// Connections checked out.
+    pub in_use: usize,
+    /// Upper bound of connections.
+    pub max: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+impl PoolRegistry {
+    fn add(&self, pool: &Pool) {
+        let mut pools = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.retain(|p| p.upgrade().is_some());
+        pools.push(pool.weak());
+    }
+
+    /// Sums the status of every pool still in use.
+    pub fn totals(&self) -> PoolTotals {
+        let pools = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        pools
+            .iter()
+            .filter_map(managed::WeakPool::upgrade)
+            .map(|p| p.status())
+            .fold(PoolTotals::default(), |t, s| PoolTotals {
+                open: t.open + s.size,
+                in_use: t.in_use + (s.size - s.available),
+                max: t.max + s.max_size,
+                waiting: t.waiting + s.waiting,
+            })
+    }
 }
 
 /// Connections to the Redis, for one worker thread.
@@ -273,6 +318,7 @@ impl Connections {
             timeout,
             pool_size,
             detected,
+            pools: PoolRegistry::default(),
         };
         // Malformed settings show up now rather than on the first request.
         let this = Self::from_plan(plan);
@@ -432,7 +478,11 @@ impl Connections {
         }
         let pool = self
             .pool
-            .get_or_try_init(|| async { self.build_pool() })
+            .get_or_try_init(|| async {
+                let pool = self.build_pool()?;
+                self.plan.pools.add(&pool);
+                Ok::<_, RedisConfigError>(pool)
+            })
             .await
             .map_err(|e| GetError::Config(Box::new(e)))?;
         match pool.get().await {
@@ -488,7 +538,14 @@ impl Connections {
     /// one, its pool-mates most likely share its fate, and with Sentinels the replacements ask
     /// for the primary again. (A cluster connection heals itself; see `cluster_link`.)
     pub fn retire(&self, generation: u64) {
-        self.generation.fetch_max(generation + 1, Ordering::Relaxed);
+        if self.generation.fetch_max(generation + 1, Ordering::Relaxed) <= generation {
+            metrics::redis_pool_reset();
+        }
+    }
+
+    /// Every worker pool made from these settings, for the metrics.
+    pub fn pools(&self) -> PoolRegistry {
+        self.plan.pools.clone()
     }
 
     /// Checks that the Redis can take writes: a primary (`ROLE`) or a healthy cluster.

@@ -25,9 +25,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::time::{Instant, sleep_until};
 
 use self::connection::{CheckError, Connections, GetError, demoted, did_not_run};
-pub use self::connection::{NotWritable, RedisConfigError};
+pub use self::connection::{NotWritable, PoolRegistry, PoolTotals, RedisConfigError};
 use super::{Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreKind, Update};
 use crate::config::{RedisEndpoint, RedisTopology};
+use crate::telemetry::metrics::{self, RedisOperation, RedisTimer};
 use crate::session::id::SessionKey;
 
 /// Applies a session update: sets, removes and an increment on one key, in one step.
@@ -87,6 +88,11 @@ impl RedisStore {
         Ok(Self::with(conns, timeout, format!("{key_prefix}:secret")))
     }
 
+    /// Every worker pool made from this store, for the metrics.
+    pub fn pools(&self) -> PoolRegistry {
+        self.conns.pools()
+    }
+
     /// A store with the same settings and connections of its own, for one HTTP worker thread.
     pub fn for_worker(&self) -> Self {
         Self::with(
@@ -134,11 +140,10 @@ impl RedisStore {
         let mut retried = false;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let mut link = self
-                .conns
-                .get()
-                .await
-                .map_err(|e| get_error(e, self.timeout))?;
+            let waiting = std::time::Instant::now();
+            let link = self.conns.get().await;
+            metrics::redis_pool_wait(waiting.elapsed());
+            let mut link = link.map_err(|e| get_error(e, self.timeout))?;
             let in_flight = RetireOnDrop {
                 conns: &self.conns,
                 generation: link.generation,
@@ -340,12 +345,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn load(&self, key: &SessionKey, ttl: Duration) -> Result<Option<Record>, StoreError> {
+        let timer = RedisTimer::start(RedisOperation::Load);
         let mut cmd = self.load.call(key);
         cmd.arg(ttl_secs(ttl));
-        record_from(
-            self.query(&cmd, Some(&self.load), Retry::Idempotent)
-                .await?,
-        )
+        let reply = self.query(&cmd, Some(&self.load), Retry::Idempotent).await;
+        timer.finish(reply.and_then(record_from))
     }
 
     async fn apply(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
@@ -364,8 +368,9 @@ impl SessionStore for RedisStore {
         for field in &update.remove {
             cmd.arg(*field);
         }
-        let reply: Vec<i64> = self.query(&cmd, Some(&self.apply), Retry::Never).await?;
-        match reply.as_slice() {
+        let timer = RedisTimer::start(RedisOperation::Apply);
+        let reply = self.query::<Vec<i64>>(&cmd, Some(&self.apply), Retry::Never);
+        timer.finish(reply.await.and_then(|reply| match reply.as_slice() {
             [1] => Ok(Applied::Done(None)),
             [1, n] => Ok(Applied::Done(Some(*n))),
             [0] => Ok(Applied::Missing),
@@ -373,20 +378,42 @@ impl SessionStore for RedisStore {
             other => Err(StoreError::Protocol(format!(
                 "apply script answered {other:?}"
             ))),
-        }
+        }))
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
-        let removed: i64 = self
-            .query(redis::cmd("DEL").arg(key.as_str()), None, Retry::Idempotent)
-            .await?;
-        Ok(removed > 0)
+        let timer = RedisTimer::start(RedisOperation::Delete);
+        let removed = self
+            .query::<i64>(redis::cmd("DEL").arg(key.as_str()), None, Retry::Idempotent)
+            .await;
+        timer.finish(removed.map(|n| n > 0))
     }
 
     /// Not just "answers": a demoted endpoint (`ROLE` says replica), Sentinels that know
     /// no primary and a cluster that is down all fail, so the router stops sending traffic
     /// that could not be served; and so does an ACL user that lacks a command.
     async fn ping(&self) -> Result<(), StoreError> {
+        let timer = RedisTimer::start(RedisOperation::Ping);
+        timer.finish(self.check().await)
+    }
+
+    async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError> {
+        let timer = RedisTimer::start(RedisOperation::Secret);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.secret.sha)
+            .arg(1)
+            .arg(&self.secret_key)
+            .arg(candidate.expose_secret());
+        let stored = self
+            .query::<Option<String>>(&cmd, Some(&self.secret), Retry::Idempotent)
+            .await;
+        timer.finish(stored.map(|s| s.map(SecretString::from).unwrap_or(candidate)))
+    }
+}
+
+impl RedisStore {
+    /// The readiness check behind [`SessionStore::ping`].
+    async fn check(&self) -> Result<(), StoreError> {
         // First whether this service's ACL user may run what it needs (and whether the node
         // answers at all: a replica that serves no stale data says MASTERDOWN here).
         let mut cmd = redis::cmd("EVALSHA");
@@ -416,18 +443,6 @@ impl SessionStore for RedisStore {
                 Err(classify(e))
             }
         }
-    }
-
-    async fn shared_secret(&self, candidate: SecretString) -> Result<SecretString, StoreError> {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.secret.sha)
-            .arg(1)
-            .arg(&self.secret_key)
-            .arg(candidate.expose_secret());
-        let stored: Option<String> = self
-            .query(&cmd, Some(&self.secret), Retry::Idempotent)
-            .await?;
-        Ok(stored.map(SecretString::from).unwrap_or(candidate))
     }
 }
 
