@@ -14,7 +14,10 @@
 #   BENCH_TAIL         seconds at the end of each run in which no request starts (default 1)
 #   BENCH_SCALING      sessions pre-loaded into Redis for the scaling runs
 #                      (default "1000 100000 1000000")
-#   BENCH_SERVERS      servers to run (default "ours express1 express2 actix-pool actix-manager")
+#   BENCH_SERVERS      servers to run (default "ours ours-nometrics express1 express2 actix-pool
+#                      actix-manager"); ours serves Prometheus metrics on a METRICS_PORT of its
+#                      own, ours-nometrics is the same binary with METRICS_PORT=off, so the
+#                      report can state what the metrics cost
 #   BENCH_REV          a commit to measure instead of the working tree (e.g. HEAD); it is
 #                      exported with git archive and built under target/bench/rev/
 #   BENCH_MAX_OTHER    other processes' CPU use, in % of a core, above which the machine counts
@@ -52,7 +55,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-32 256}
 TAIL=${BENCH_TAIL:-1}
 SCALING=${BENCH_SCALING:-1000 100000 1000000}
-SERVERS=${BENCH_SERVERS:-ours express1 express2 actix-pool actix-manager}
+SERVERS=${BENCH_SERVERS:-ours ours-nometrics express1 express2 actix-pool actix-manager}
 MAX_OTHER=${BENCH_MAX_OTHER:-30}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
 QUIET_BUDGET=900
@@ -79,7 +82,7 @@ awk -v t="$TAIL" -v d="$DUR_S" 'BEGIN { exit !(t + 0 > 0 && t + 0 < d / 2) }' \
 for c in $CONNECTIONS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "bad connection count '$c'"; done
 for n in $SCALING; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "bad BENCH_SCALING entry '$n'"; done
 for s in $SERVERS; do
-  case "$s" in ours | express1 | express2 | actix-pool | actix-manager) ;; *) die "unknown server '$s'" ;; esac
+  case "$s" in ours | ours-nometrics | express1 | express2 | actix-pool | actix-manager) ;; *) die "unknown server '$s'" ;; esac
 done
 
 # --- Tools --------------------------------------------------------------------------------
@@ -209,12 +212,16 @@ rcli PING 2>/dev/null | grep -q PONG || die "redis-server did not start, see $LO
 SECRET=$(head -c 36 /dev/urandom | base64 | tr '+/' '-_')
 
 declare -A PORT_OF PIDS_OF LABEL MARKER
+# Ours with or without its metrics: the same binary, measured the same way.
+is_ours() { [ "$1" = ours ] || [ "$1" = ours-nometrics ]; }
 LABEL[ours]="redis-sessions (ours)"
+LABEL[ours-nometrics]="ours, METRICS_PORT=off"
 LABEL[express1]="express, 1 process"
 LABEL[express2]="express, WORKERS=2"
 LABEL[actix-pool]="actix-session, pool"
 LABEL[actix-manager]="actix-session, manager"
 MARKER[ours]='<span id="visits">'
+MARKER[ours-nometrics]=${MARKER[ours]}
 for s in express1 express2 actix-pool actix-manager; do MARKER[$s]='Visits: '; done
 
 start_server() {
@@ -226,9 +233,12 @@ start_server() {
   local env_base=(env -i "PATH=$PATH" "HOME=${HOME:-/root}" "PORT=$port"
     "REDIS_URL=redis://127.0.0.1:$RPORT" "SESSION_SECRET=$SECRET")
   case "$s" in
-    ours)
-      # O_APPEND, so the log can be emptied between runs without a sparse hole.
-      "${env_base[@]}" COOKIE_SECURE=false LOG_FORMAT=text "$OURS_BIN" >>"$LOGS/ours.log" 2>&1 &
+    ours | ours-nometrics)
+      # O_APPEND, so the log can be emptied between runs without a sparse hole. Nothing
+      # scrapes the metrics during a run: recording is the cost, rendering happens per scrape.
+      local metrics_port=off
+      [ "$s" = ours ] && metrics_port=$(free_port)
+      "${env_base[@]}" COOKIE_SECURE=false LOG_FORMAT=text "METRICS_PORT=$metrics_port" "$OURS_BIN" >>"$LOGS/$s.log" 2>&1 &
       pid=$! ;;
     express1 | express2)
       (cd "$EXPRESS_DIR" && exec "${env_base[@]}" "WORKERS=${s#express}" node server.js >"$LOGS/$s.log" 2>&1) &
@@ -260,7 +270,7 @@ start_server() {
   curl -fsS --max-time 5 -c "$jar" -b "$jar" -o /dev/null "http://127.0.0.1:$port/" || die "$s: GET / failed"
   page=$(curl -fsS --max-time 5 -c "$jar" -b "$jar" "http://127.0.0.1:$port/") || die "$s: GET / failed"
   grep -qF "${MARKER[$s]}2" <<<"$page" || die "$s: the second visit did not show 2"
-  [ "$s" = ours ] && cp "$LOGS/ours.log" "$LOGS/ours-startup.log"
+  is_ours "$s" && cp "$LOGS/$s.log" "$LOGS/$s-startup.log"
   note "started $s on :$port (pid ${PIDS_OF[$s]})"
 }
 
@@ -316,7 +326,7 @@ read_count() {
   body=$(curl -fsS --max-time 5 -b "$jar" "http://127.0.0.1:${PORT_OF[$s]}/api/session") || die "$s: GET /api/session failed"
   n=$(tr -d ' \n' <<<"$body" | sed -n 's/.*"visits":\([0-9][0-9]*\).*/\1/p')
   [ -n "$n" ] || die "$s: no visits in /api/session: $body"
-  [ "$s" = ours ] && echo "$n" || echo $(( n - 1 ))
+  is_ours "$s" && echo "$n" || echo $(( n - 1 ))
 }
 
 flush_redis() { rcli FLUSHALL SYNC >/dev/null; }
@@ -391,7 +401,7 @@ run_wrk() {   # phase round server mode conns prefill
     [ -n "$cookie" ] || die "$s: GET / set no cookie"
     hdr=(-H "Cookie: $cookie")
   fi
-  [ "$s" = ours ] && : >"$LOGS/ours.log"
+  is_ours "$s" && : >"$LOGS/$s.log"
   commandstats >"$RUNS/$tag.cmd0"
   local srv0 red0 srv1 red1 all0 all1
   local pids
@@ -420,7 +430,7 @@ run_wrk() {   # phase round server mode conns prefill
     expected=$(( res[counted] + 1 ))   # the visit that created the session
   fi
   local log_lines=""
-  [ "$s" = ours ] && log_lines=$(grep -c 'path=/ ' "$LOGS/ours.log" || true)
+  is_ours "$s" && log_lines=$(grep -c 'path=/ ' "$LOGS/$s.log" || true)
 
   # Round trips: ours sends one EVALSHA and Redis runs the rest inside the script, where
   # commandstats counts each call again; actix's pool pipelines UNWATCH with its PING.
@@ -431,13 +441,13 @@ run_wrk() {   # phase round server mode conns prefill
     {
       cmds += $2; c[$1] = $2
       name = toupper($1); gsub(/\|/, ".", name)
-      if (s == "ours" && ($1 in is_inner)) { inner += $2; name = name "*" }
+      if (s ~ /^ours/ && ($1 in is_inner)) { inner += $2; name = name "*" }
       per = $2 / (n > 0 ? n : 1)
       mix = mix (mix == "" ? "" : ",") name ":" (per < 0.005 ? "<0.01" : sprintf("%.2f", per))
     }
     END {
       rt = cmds
-      if (s == "ours") rt = cmds - inner
+      if (s ~ /^ours/) rt = cmds - inner
       if (s == "actix-pool") rt = cmds - c["unwatch"]
       if (n == 0) n = 1
       printf "%.3f %.3f %s\n", rt / n, cmds / n, (mix == "" ? "none" : mix)
@@ -614,7 +624,7 @@ REPRO=""
 [ "$CONNECTIONS" != "32 256" ] && REPRO+="BENCH_CONNECTIONS='$CONNECTIONS' "
 [ "$TAIL" != 1 ] && REPRO+="BENCH_TAIL=$TAIL "
 [ "$SCALING" != "1000 100000 1000000" ] && REPRO+="BENCH_SCALING='$SCALING' "
-[ "$SERVERS" != "ours express1 express2 actix-pool actix-manager" ] && REPRO+="BENCH_SERVERS='$SERVERS' "
+[ "$SERVERS" != "ours ours-nometrics express1 express2 actix-pool actix-manager" ] && REPRO+="BENCH_SERVERS='$SERVERS' "
 [[ $REVISION =~ ^[0-9a-f]+$ ]] && REPRO+="BENCH_REV=$REVISION "
 REPRO+="ci/bench.sh"
 
@@ -751,6 +761,11 @@ REPRO+="ci/bench.sh"
     read -r e n <<<"$exact_all"
     [ "$e" -eq "$n" ] && [ "$n" -gt 0 ] && v=PASS || v=FAIL
     line "$v" "exact counts: ours' counter equals its 2xx counter responses in $e of $n one-cookie runs"
+    if [[ " $SERVERS " == *" ours-nometrics "* ]]; then
+      off=$(med rps main ours-nometrics cookie 32 0)
+      cost=$(awk -v on="$c32_ours" -v off="$off" 'BEGIN { if (on == "" || off == "" || off + 0 <= 0) print ""; else printf "%.1f", (1 - on / off) * 100 }')
+      line "$(verdict "$cost" 3 '<=')" "metrics cost ≤ 3% req/s, one cookie, 32 conns (on $(int "$c32_ours"), off $(int "$off") req/s: ${cost:-n/a}%)"
+    fi
     rt_bad=$(awk -F'\t' 'NR > 1 && $3 == "ours" { n++; if ($17 < 0.995 || $17 > 1.005) b++; if ($17 > m) m = $17 } END { printf "%d %d %.3f", b, n, m }' "$TSV")
     read -r b n m <<<"$rt_bad"
     [ "$b" -eq 0 ] && [ "$n" -gt 0 ] && v=PASS || v=FAIL

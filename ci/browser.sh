@@ -141,7 +141,7 @@ start_service() {
     # cookie is not marked Secure, which plain-HTTP Chromium would then never send back.
     start_in_group "$work_dir/service.log" \
         env -u REDIS_URL -u REDIS_SERVICE_NAME -u VCAP_SERVICES -u VCAP_APPLICATION \
-        PORT="$port" COOKIE_SECURE=false SESSION_STORE=memory LOG_FORMAT=text \
+        PORT="$port" METRICS_PORT=off COOKIE_SECURE=false SESSION_STORE=memory LOG_FORMAT=text \
         "$SERVICE_BIN"
     service_pid=$!
     wait_for_http redis-sessions "$service_pid" "http://127.0.0.1:$port/health"

@@ -263,13 +263,16 @@ supervise() {
         vcap_application=$("$py" ci/cf_local.py vcap-application "$m_name" "$i" "$guid" "$port" "$m_memory_mb" "$m_disk_mb")
         # The pipe's reader (cat) is forked before the subshell joins the cgroup, so the log
         # is written from outside it, as the platform's log agent reads a container's stdout.
+        # Diego gives each container a network namespace of its own, where every instance can
+        # bind the metrics' default 9090; here they share one, so the listener is off and
+        # ci/metrics-e2e.sh covers the metrics.
         (
             echo "$BASHPID" >"$cg/cgroup.procs" || exit 125
             cd "$dir/app" || exit 126
             exec env -i \
                 PATH=/usr/local/bin:/usr/bin:/bin \
                 HOME="$dir" TMPDIR="$dir/tmp" LANG=en_US.UTF-8 \
-                PORT="$port" \
+                PORT="$port" METRICS_PORT=off \
                 VCAP_APPLICATION="$vcap_application" \
                 VCAP_SERVICES="$vcap_services" \
                 CF_INSTANCE_INDEX="$i" CF_INSTANCE_GUID="$guid" \
