@@ -278,8 +278,14 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("PORT", "eighty")], "PORT must be a port number"),
             (&[("PORT", "70000")], "PORT must be a port number"),
-            (&[("METRICS_PORT", "on")], "METRICS_PORT must be a port number"),
-            (&[("METRICS_PORT", "65536")], "METRICS_PORT must be a port number"),
+            (
+                &[("METRICS_PORT", "on")],
+                "METRICS_PORT must be a port number",
+            ),
+            (
+                &[("METRICS_PORT", "65536")],
+                "METRICS_PORT must be a port number",
+            ),
             (
                 &[("PORT", "9000"), ("METRICS_PORT", "9000")],
                 "METRICS_PORT must be a port number between 0 and 65535 other than PORT's",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use actix_web::dev::{Server, ServiceResponse};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::Method;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -198,28 +198,50 @@ pub fn http_request<B>(
         Ok(res) => (res.request().match_pattern(), res.status()),
         Err(e) => (None, e.as_response_error().status_code()),
     };
-    let route = route.map_or(
-        ::metrics::SharedString::const_str(UNMATCHED_ROUTE),
-        Into::into,
-    );
-    ::metrics::histogram!(
-        HTTP_REQUEST_DURATION,
-        "http_request_method" => method_label(method),
-        "http_route" => route,
-        "http_response_status_code" => status_label(status),
-    )
-    .record(started.elapsed());
+    let method = method_label(method);
+    let status = status.as_u16();
+    let elapsed = started.elapsed();
+    HTTP_HANDLES.with_borrow_mut(|handles| {
+        let known = handles
+            .iter()
+            .find(|h| h.status == status && h.method == method && h.route == route);
+        match known {
+            Some(h) => h.histogram.record(elapsed),
+            None => {
+                let histogram = ::metrics::histogram!(
+                    HTTP_REQUEST_DURATION,
+                    "http_request_method" => method,
+                    "http_route" => route.clone().unwrap_or_else(|| UNMATCHED_ROUTE.to_owned()),
+                    "http_response_status_code" => status.to_string(),
+                );
+                histogram.record(elapsed);
+                handles.push(HttpHandle {
+                    method,
+                    route,
+                    status,
+                    histogram,
+                });
+            }
+        }
+    });
 }
 
-fn status_label(status: StatusCode) -> ::metrics::SharedString {
-    match status.as_u16() {
-        200 => "200".into(),
-        204 => "204".into(),
-        303 => "303".into(),
-        404 => "404".into(),
-        503 => "503".into(),
-        other => other.to_string().into(),
-    }
+/// One label set of the request histogram and its registered handle.
+struct HttpHandle {
+    method: &'static str,
+    route: Option<String>,
+    status: u16,
+    histogram: ::metrics::Histogram,
+}
+
+// Each worker thread keeps the handles it has used: a lookup here is a short scan of a few
+// dozen entries at most (routes × methods × statuses seen), cheaper than building a key and
+// searching the recorder's shared registry on every request.
+thread_local! {
+    static HTTP_HANDLES: std::cell::RefCell<Vec<HttpHandle>> = const { std::cell::RefCell::new(Vec::new()) };
+    static REDIS_HANDLES: std::cell::RefCell<Vec<(RedisOperation, &'static str, ::metrics::Histogram)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+    static POOL_WAIT: std::cell::OnceCell<::metrics::Histogram> = const { std::cell::OnceCell::new() };
 }
 
 /// A Redis operation, for the `operation` label.
@@ -286,21 +308,37 @@ impl RedisTimer {
 
 impl Drop for RedisTimer {
     fn drop(&mut self) {
-        if enabled() {
-            ::metrics::histogram!(
-                REDIS_OPERATION_DURATION,
-                "operation" => self.operation.as_str(),
-                "outcome" => self.outcome,
-            )
-            .record(self.started.elapsed());
+        if !enabled() {
+            return;
         }
+        let elapsed = self.started.elapsed();
+        REDIS_HANDLES.with_borrow_mut(|handles| {
+            let known = handles
+                .iter()
+                .find(|(op, outcome, _)| *op == self.operation && *outcome == self.outcome);
+            match known {
+                Some((_, _, histogram)) => histogram.record(elapsed),
+                None => {
+                    let histogram = ::metrics::histogram!(
+                        REDIS_OPERATION_DURATION,
+                        "operation" => self.operation.as_str(),
+                        "outcome" => self.outcome,
+                    );
+                    histogram.record(elapsed);
+                    handles.push((self.operation, self.outcome, histogram));
+                }
+            }
+        });
     }
 }
 
 /// Records the wait for a pooled connection.
 pub fn redis_pool_wait(waited: Duration) {
     if enabled() {
-        ::metrics::histogram!(REDIS_POOL_WAIT).record(waited);
+        POOL_WAIT.with(|h| {
+            h.get_or_init(|| ::metrics::histogram!(REDIS_POOL_WAIT))
+                .record(waited)
+        });
     }
 }
 
