@@ -382,3 +382,40 @@ fn sigterm_stops_the_metrics_listener_with_the_application() {
         "the metrics port is closed"
     );
 }
+
+#[tokio::test]
+async fn a_full_redis_shows_as_oom_outcomes() {
+    let redis = RedisServer::start();
+    let (app, metrics_port) = start(Some(&redis));
+    let http = client();
+    let page = format!("{}/", app.address());
+    assert_eq!(http.get(&page).send().await.unwrap().status(), 200);
+
+    // Any limit below what Redis already uses makes every write an OOM error reply.
+    let _: () = deadpool_redis::redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut redis.conn())
+        .expect("CONFIG SET maxmemory");
+    for _ in 0..3 {
+        assert_eq!(http.get(&page).send().await.unwrap().status(), 503);
+    }
+
+    let metrics = Metrics::scrape(metrics_port).await;
+    let apply = |outcome| {
+        metrics.observations(
+            "redis_sessions_redis_operation_duration_seconds",
+            &[("operation", "apply"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(apply("ok"), 1.0);
+    assert_eq!(apply("oom"), 3.0);
+    let requests = metrics.requests();
+    assert_eq!(requests.get(&request_key("GET", "/", 503)), Some(&3.0));
+    assert_eq!(
+        metrics.value("redis_sessions_redis_pool_resets_total", &[]),
+        0.0,
+        "an error reply leaves the connection in use"
+    );
+}
