@@ -86,6 +86,21 @@ fn a_port_in_use_is_a_clean_error_naming_port() {
     );
 }
 
+#[test]
+fn a_metrics_port_in_use_is_a_clean_error_naming_metrics_port() {
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, stderr) = run_binary_expecting_exit(&[("PORT", "0"), ("METRICS_PORT", &port)]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("0.0.0.0:{port} (METRICS_PORT"))
+            && stderr.contains("off")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn json_logs_name_the_binding_and_never_contain_secrets() {
     let redis = RedisServer::start_with(&[
