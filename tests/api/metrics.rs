@@ -419,3 +419,44 @@ async fn a_full_redis_shows_as_oom_outcomes() {
         "an error reply leaves the connection in use"
     );
 }
+
+#[tokio::test]
+async fn a_session_found_gone_is_counted_as_expired() {
+    let redis = RedisServer::start();
+    let (app, metrics_port) = start(Some(&redis));
+    let http = client();
+    let at = |path: &str| format!("{}{path}", app.address());
+    let first = http.get(at("/")).send().await.unwrap();
+    let cookie = session_cookie(first.headers()).expect("a session cookie");
+
+    // What expiry does, without waiting for it: the key is gone while the cookie lives on.
+    let keys = redis.session_keys();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = deadpool_redis::redis::cmd("DEL")
+        .arg(&keys[0])
+        .query(&mut redis.conn())
+        .expect("DEL");
+    let read = http
+        .get(at("/api/session"))
+        .header("cookie", &cookie)
+        .send()
+        .await;
+    assert_eq!(read.unwrap().status(), 200);
+    let again = http.get(at("/")).header("cookie", &cookie).send().await;
+    assert_eq!(again.unwrap().status(), 200);
+
+    let metrics = Metrics::scrape(metrics_port).await;
+    assert_eq!(
+        metrics.value("redis_sessions_sessions_expired_total", &[]),
+        2.0,
+        "the read and the counter update each found it gone"
+    );
+    assert_eq!(
+        metrics.value("redis_sessions_sessions_created_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        metrics.value("redis_sessions_sessions_ended_total", &[]),
+        0.0
+    );
+}
