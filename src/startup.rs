@@ -179,7 +179,10 @@ impl Application {
         }?;
         app.signals = signals;
         if let Some((listener, port, handle)) = metrics_listener {
-            metrics::build_info(StoreKind::from(&settings.store).as_str(), topology(&settings.store));
+            metrics::build_info(
+                StoreKind::from(&settings.store).as_str(),
+                topology(&settings.store),
+            );
             let server = metrics::serve(listener, handle.clone(), pools)
                 .map_err(|source| StartupError::BindMetrics { port, source })?;
             tracing::info!(
