@@ -28,8 +28,8 @@ use self::connection::{CheckError, Connections, GetError, demoted, did_not_run};
 pub use self::connection::{NotWritable, PoolRegistry, PoolTotals, RedisConfigError};
 use super::{Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreKind, Update};
 use crate::config::{RedisEndpoint, RedisTopology};
-use crate::telemetry::metrics::{self, RedisOperation, RedisTimer};
 use crate::session::id::SessionKey;
+use crate::telemetry::metrics::{self, RedisOperation, RedisTimer};
 
 /// Applies a session update: sets, removes and an increment on one key, in one step.
 const APPLY_LUA: &str = include_str!("../lua/apply.lua");
