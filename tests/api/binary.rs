@@ -261,6 +261,64 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero_in_time() {
 }
 
 #[test]
+fn a_request_in_flight_at_sigterm_is_answered_with_connection_close() {
+    use std::io::{Read, Write};
+
+    let redis = RedisServer::start();
+    let mut app = BinaryApp::start(&[
+        ("REDIS_URL", &redis.url()),
+        ("SESSION_SECRET", SECRET_A),
+        ("REDIS_TIMEOUT_MS", "4000"),
+        ("SHUTDOWN_TIMEOUT_SECONDS", "6"),
+    ]);
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", app.port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A new session on each: a store call, so a frozen Redis holds it in flight.
+    let request = b"POST /api/visits HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n";
+    let read_response = |conn: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 4096];
+        let n = conn.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).to_lowercase()
+    };
+    conn.write_all(request).unwrap();
+    let before = read_response(&mut conn);
+    assert!(before.starts_with("http/1.1 200"), "{before}");
+    assert!(
+        !before.contains("connection: close"),
+        "kept alive before the drain: {before}"
+    );
+
+    // Frozen Redis keeps the next request in flight while SIGTERM arrives.
+    redis.pause();
+    conn.write_all(request).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    crate::support::signal(app.child.id(), "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    redis.resume();
+    let during = read_response(&mut conn);
+    assert!(during.starts_with("http/1.1 200"), "{during}");
+    // actix-web's graceful stop does this; the rolling restart relies on it. Kept open, the
+    // router would send the next request on it and, if the shutdown timeout cut it
+    // mid-request, replay that visit on another instance: counted twice.
+    assert!(
+        during.contains("connection: close"),
+        "a response during the drain asks the router to close: {during}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(
+        conn.read_to_end(&mut rest).unwrap(),
+        0,
+        "the server closes the connection after that response"
+    );
+    assert_eq!(app.wait_exit(Duration::from_secs(6)).code(), Some(0));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "with its last connection closed the drain ends without waiting out the timeout"
+    );
+}
+
+#[test]
 fn sigint_also_exits_zero() {
     let mut app = BinaryApp::start(&[("SESSION_STORE", "memory")]);
     crate::support::signal(app.child.id(), "INT");
