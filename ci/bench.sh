@@ -26,8 +26,10 @@
 #   BENCH_QUIET_WAIT   longest wait, in seconds, for a busy machine to calm down before one run
 #                      (default 120); after 900 s of waiting in all, runs no longer wait
 #
-# Prints a Markdown report and writes it to target/bench/results.md; raw data (one TSV row
-# per wrk run, wrk outputs, server logs) stays under target/bench/. Exit status: 0 when the
+# Prints a Markdown report and writes it to target/bench/results.md, with a chart of req/s and
+# p99 beside it (results.svg); ci/bench/report.py does the parsing, statistics, report and
+# chart, in a venv under target/bench/ (matplotlib, pinned in ci/bench/requirements.txt). Raw
+# data (one TSV row per wrk run, wrk outputs, server logs) stays under target/bench/. Exit status: 0 when the
 # benchmark ran, whatever the targets say (it informs people, it does not gate CI);
 # non-zero when it could not run.
 set -euo pipefail
@@ -104,9 +106,17 @@ fi
 WRK_VERSION=$(wrk -v 2>&1 | awk 'NR == 1 { print $1, $2 }' || true)
 [[ $WRK_VERSION == *" "*4.* ]] || die "wrk 4.x is needed (found: '$WRK_VERSION')"
 CLK_TCK=$(getconf CLK_TCK)
-
 mkdir -p "$OUT" "$RUNS" "$LOGS"
 rm -f "$RUNS"/* "$LOGS"/*
+need python3 "install Python 3 (Debian/Ubuntu: apt-get install python3 python3-venv)"
+
+# Parsing, medians, the report and the chart are ci/bench/report.py's, with matplotlib
+# pinned in ci/bench/requirements.txt.
+# shellcheck source=ci/venv.sh
+source "$ROOT/ci/venv.sh"
+ensure_venv "$OUT/venv" "$BENCH_DIR/requirements.txt" || die "could not install $BENCH_DIR/requirements.txt"
+REPORT=("$OUT/venv/bin/python" "$BENCH_DIR/report.py")
+
 
 # --- Build ---------------------------------------------------------------------------------
 if [ -n "${BENCH_REV:-}" ]; then
@@ -302,14 +312,8 @@ machine_busy() {
   awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
-commandstats() {
-  rcli INFO commandstats | tr -d '\r' | sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),.*/\1 \2/p'
-}
-
-# Calls per command between two snapshots, minus the INFO that took the first one.
-command_delta() {
-  awk 'NR == FNR { b[$1] = $2; next } $1 != "info" && $2 - b[$1] > 0 { print $1, $2 - b[$1] }' "$1" "$2"
-}
+commandstats() { rcli INFO commandstats | tr -d '\r'; }
+redis_cpu() { rcli INFO cpu | tr -d '\r'; }
 
 get_cookie() {   # server jar -> "name=value" header text
   local s=$1 jar=$2
@@ -331,9 +335,9 @@ read_count() {
 
 flush_redis() { rcli FLUSHALL SYNC >/dev/null; }
 
-TSV_COLS="phase round server mode conns prefill rps p50_us p99_us max_us requests counted non2xx sock_err counter expected rt_per_req cmds_per_req cpu_server cpu_redis cpu_wrk log_lines mix cpu_other"
-[ -f "$TSV" ] && rm -f "$TSV"
-tr ' ' '\t' <<<"$TSV_COLS" >"$TSV"
+# report.py row writes the header with the first row.
+rm -f "$TSV"
+LAST_OTHER=0   # other processes' CPU % during the last run, from report.py row
 
 RUN_NO=0
 RETRIED=0      # runs repeated because the machine was busy with something else
@@ -369,7 +373,7 @@ run_measured() {   # same arguments as run_wrk
   for attempt in 1 2 3; do
     wait_quiet
     run_wrk "$@"
-    other=$(tail -1 "$TSV" | cut -f24)
+    other=$LAST_OTHER
     [ "$other" -le "$MAX_OTHER" ] && return 0
     if [ "$attempt" -lt 3 ]; then
       note "  other processes used ${other}% of a core during that run; repeating it"
@@ -402,7 +406,7 @@ run_wrk() {   # phase round server mode conns prefill
     hdr=(-H "Cookie: $cookie")
   fi
   is_ours "$s" && : >"$LOGS/$s.log"
-  commandstats >"$RUNS/$tag.cmd0"
+  commandstats >"$RUNS/$tag.cmd0"; redis_cpu >"$RUNS/$tag.cpu0"
   local srv0 red0 srv1 red1 all0 all1
   local pids
   read -ra pids <<<"${PIDS_OF[$s]}"
@@ -413,63 +417,19 @@ run_wrk() {   # phase round server mode conns prefill
     || { check_alive "$s"; die "wrk failed for $tag: $(tail -3 "$RUNS/$tag.wrk")"; }
   check_alive "$s"
   srv1=$(cpu_ticks "${pids[@]}"); red1=$(cpu_ticks "$REDIS_PID"); all1=$(machine_busy)
-  commandstats >"$RUNS/$tag.cmd1"
-  command_delta "$RUNS/$tag.cmd0" "$RUNS/$tag.cmd1" >"$RUNS/$tag.delta"
+  commandstats >"$RUNS/$tag.cmd1"; redis_cpu >"$RUNS/$tag.cpu1"
 
-  local line
-  line=$(grep '^BENCHLUA ' "$RUNS/$tag.wrk") || die "no BENCHLUA line from wrk for $tag: $(tail -3 "$RUNS/$tag.wrk")"
-  local -A res=()
-  local kv
-  for kv in ${line#BENCHLUA }; do res[${kv%%=*}]=${kv#*=}; done
-  local wall wu ws
-  read -r wall wu ws <"$RUNS/$tag.time"
-
-  local counter="" expected=""
-  if [ "$mode" = cookie ]; then
-    counter=$(read_count "$s" "$jar")
-    expected=$(( res[counted] + 1 ))   # the visit that created the session
-  fi
+  local counter=""
+  [ "$mode" = cookie ] && counter=$(read_count "$s" "$jar")
   local log_lines=""
   is_ours "$s" && log_lines=$(grep -c 'path=/ ' "$LOGS/$s.log" || true)
-
-  # Round trips: ours sends one EVALSHA and Redis runs the rest inside the script, where
-  # commandstats counts each call again; actix's pool pipelines UNWATCH with its PING.
-  local requests=${res[requests]}
-  local stats
-  stats=$(awk -v s="$s" -v n="$requests" -v inner_cmds="$OURS_INNER" '
-    BEGIN { split(inner_cmds, list, " "); for (i in list) is_inner[list[i]] = 1 }
-    {
-      cmds += $2; c[$1] = $2
-      name = toupper($1); gsub(/\|/, ".", name)
-      if (s ~ /^ours/ && ($1 in is_inner)) { inner += $2; name = name "*" }
-      per = $2 / (n > 0 ? n : 1)
-      mix = mix (mix == "" ? "" : ",") name ":" (per < 0.005 ? "<0.01" : sprintf("%.2f", per))
-    }
-    END {
-      rt = cmds
-      if (s ~ /^ours/) rt = cmds - inner
-      if (s == "actix-pool") rt = cmds - c["unwatch"]
-      if (n == 0) n = 1
-      printf "%.3f %.3f %s\n", rt / n, cmds / n, (mix == "" ? "none" : mix)
-    }' <(sort "$RUNS/$tag.delta"))
-  local rt cmds mix
-  read -r rt cmds mix <<<"$stats"
-  local rps cpu_s cpu_r cpu_w cpu_o
-  rps=$(awk -v c="${res[window_counted]}" -v w="${res[window_s]}" 'BEGIN { printf "%.1f", c / w }')
-  cpu_s=$(awk -v a="$srv0" -v b="$srv1" -v t="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.0f", (b - a) / t / w * 100 }')
-  cpu_r=$(awk -v a="$red0" -v b="$red1" -v t="$CLK_TCK" -v w="$wall" 'BEGIN { printf "%.0f", (b - a) / t / w * 100 }')
-  cpu_w=$(awk -v u="$wu" -v s="$ws" -v w="$wall" 'BEGIN { printf "%.0f", (u + s) / w * 100 }')
-  cpu_o=$(awk -v a="$all0" -v b="$all1" -v t="$CLK_TCK" -v w="$wall" -v s="$cpu_s" -v r="$cpu_r" -v k="$cpu_w" \
-    'BEGIN { o = (b - a) / t / w * 100 - s - r - k; printf "%.0f", (o < 0) ? 0 : o }')
-  local sock_err=$(( res[err_connect] + res[err_read] + res[err_write] + res[err_timeout] ))
-
-  printf '%s\n' "$phase $round $s $mode $conns $prefill $rps ${res[p50_us]} ${res[p99_us]} ${res[max_us]} $requests ${res[counted]} ${res[non2xx]} $sock_err ${counter:--} ${expected:--} $rt $cmds $cpu_s $cpu_r $cpu_w ${log_lines:--} $mix $cpu_o" \
-    | tr ' ' '\t' >>"$TSV"
-  local exact=""
-  [ "$mode" = cookie ] && exact=" counter $counter/$expected"
-  local pre=""
-  [ "$prefill" != 0 ] && pre="prefill=$prefill "
-  note "[$RUN_NO/$TOTAL_RUNS] $phase r$round $mode c=$conns $pre$s: $(printf '%.0f' "$rps") req/s p50 ${res[p50_us]}us p99 ${res[p99_us]}us rt/req $rt cpu srv/redis/wrk/other $cpu_s/$cpu_r/$cpu_w/$cpu_o%$exact"
+  # Everything report.py needs besides wrk's output and the Redis INFO snapshots.
+  printf '%s\n' "phase=$phase" "round=$round" "server=$s" "mode=$mode" "conns=$conns" \
+    "prefill=$prefill" "srv0=$srv0" "srv1=$srv1" "red0=$red0" "red1=$red1" "all0=$all0" \
+    "all1=$all1" "clk_tck=$CLK_TCK" "counter=$counter" "log_lines=$log_lines" \
+    "inner=$(is_ours "$s" && echo "$OURS_INNER")" "run_no=$RUN_NO" "total_runs=$TOTAL_RUNS" \
+    >"$RUNS/$tag.facts"
+  LAST_OTHER=$("${REPORT[@]}" row "$RUNS/$tag" "$TSV") || die "report.py could not read run $tag"
 }
 
 # Pre-loads n sessions shaped like ours (a hash with a counter, a 30-minute TTL).
@@ -592,31 +552,6 @@ ELAPSED=$(( SECONDS - T0 ))
 REDIS_VERSION=$(rcli INFO server | tr -d '\r' | sed -n 's/^redis_version://p')
 
 # --- Report ---------------------------------------------------------------------------
-# Median of a column over the rows matching phase/server/mode/conns/prefill.
-med() {   # column phase server mode conns prefill
-  awk -F'\t' -v col="$1" -v ph="$2" -v sv="$3" -v md="$4" -v cn="$5" -v pf="$6" '
-    NR == 1 { for (i = 1; i <= NF; i++) idx[$i] = i; next }
-    $idx["phase"] == ph && $idx["server"] == sv && $idx["mode"] == md && $idx["conns"] == cn && $idx["prefill"] == pf {
-      v[++n] = $idx[col] + 0
-    }
-    END {
-      if (n == 0) { print ""; exit }
-      for (i = 2; i <= n; i++) { x = v[i]; for (j = i - 1; j >= 1 && v[j] > x; j--) v[j + 1] = v[j]; v[j + 1] = x }
-      print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
-    }' "$TSV"
-}
-rows() {   # phase server mode conns -> matching TSV rows
-  awk -F'\t' -v ph="$1" -v sv="$2" -v md="$3" -v cn="$4" 'NR > 1 && $1 == ph && $3 == sv && $4 == md && (cn == "" || $5 == cn)' "$TSV"
-}
-int() { awk -v x="$1" 'BEGIN {
-  if (x == "") { print "n/a"; exit }
-  x = sprintf("%.0f", x); s = ""; n = length(x)
-  for (i = 1; i <= n; i++) { s = s substr(x, i, 1); if ((n - i) % 3 == 0 && i < n && substr(x, i, 1) != "-") s = s "," }
-  print s }'; }
-ms() { awk -v x="$1" 'BEGIN { if (x == "") print "n/a"; else printf "%.2f ms", x / 1000 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 <= 0) print "n/a"; else printf "%.2f", a / b }'; }
-mode_label() { [ "$1" = cookie ] && echo "one cookie" || echo "no cookie"; }
-
 # From the root of any clone: the measured commit is named, never this machine's directory.
 REPRO=""
 [ "$DURATION" != 10s ] && REPRO+="BENCH_DURATION=$DURATION "
@@ -628,154 +563,44 @@ REPRO=""
 [[ $REVISION =~ ^[0-9a-f]+$ ]] && REPRO+="BENCH_REV=$REVISION "
 REPRO+="ci/bench.sh"
 
+# What only this script knows, for report.py; one key=value a line.
+META=$OUT/meta.txt
 {
-  echo "# redis-sessions benchmark"
-  echo
-  echo "- Machine: $MACHINE_CPU, $MACHINE_CORES cores shared by wrk, Redis and the server under test; Linux $(uname -r); load average at start $LOAD_START"
-  echo "- Software: Redis $REDIS_VERSION, $WRK_VERSION, $(node --version 2>/dev/null | sed 's/^/Node /' || echo 'no Node'), $(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
-  echo "- Run: $STARTED_AT, $ELAPSED s in all; wrk --latency -t1, ${DUR_S} s per run (the last ${TAIL} s start no request, so none is in flight at the deadline), $ROUNDS round(s) with the servers interleaved, medians shown"
-  echo "- Measured: redis-sessions at $REVISION"
-  echo "- Reproduce, from the repository root: \`$REPRO\`"
-  echo
-  echo "These figures compare the servers with each other on a small shared machine; they are not"
-  echo "absolute capacity. req/s counts 2xx counter pages over the part of each run that sends requests."
-  echo "\"one cookie\": every request carries one session's cookie (read + write of an existing"
-  echo "session). \"no cookie\": every request creates a new session. CPU % is of one core (200 = both"
-  echo "cores); \"other\" is the rest of the machine's busy time (kernel threads, steal, other users), and"
-  echo "a high figure there marks a disturbed run."
-  echo
-  echo "## Throughput, latency and Redis cost per request (GET /)"
-  echo
-  echo "| mode | conns | server | req/s | p50 | p99 | ours ÷ server | Redis round trips/req | Redis commands/req | CPU % server / Redis / wrk / other |"
-  echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
-  for mode in cookie nocookie; do
-    for conns in $CONNECTIONS; do
-      ours_rps=$(med rps main ours "$mode" "$conns" 0)
-      for s in $SERVERS; do
-        rps=$(med rps main "$s" "$mode" "$conns" 0)
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.0f / %.0f / %.0f / %.0f |\n' \
-          "$(mode_label "$mode")" "$conns" "${LABEL[$s]}" "$(int "$rps")" \
-          "$(ms "$(med p50_us main "$s" "$mode" "$conns" 0)")" "$(ms "$(med p99_us main "$s" "$mode" "$conns" 0)")" \
-          "$(ratio "$ours_rps" "$rps")" \
-          "$(awk -v x="$(med rt_per_req main "$s" "$mode" "$conns" 0)" 'BEGIN { printf "%.2f", x }')" \
-          "$(awk -v x="$(med cmds_per_req main "$s" "$mode" "$conns" 0)" 'BEGIN { printf "%.2f", x }')" \
-          "$(med cpu_server main "$s" "$mode" "$conns" 0)" "$(med cpu_redis main "$s" "$mode" "$conns" 0)" "$(med cpu_wrk main "$s" "$mode" "$conns" 0)" \
-          "$(med cpu_other main "$s" "$mode" "$conns" 0)"
-      done
-    done
-  done
-  if [[ " $SERVERS " == *" ours "* ]]; then
-    echo
-    awk -F'\t' 'NR > 1 && $3 == "ours" && $22 != "-" { l += $22; c += $12 }
-      END { if (c) printf "Ours logged %.2f access-log lines per counter request (INFO, default RUST_LOG, to a file), so its figures include that cost.\n", l / c }' "$TSV"
-  fi
-  echo
-  echo "Redis commands per request, by command (from INFO commandstats). Calls made inside a Lua"
-  echo "script, marked *, count as commands but not as round trips; actix's pool sends UNWATCH and"
-  echo "PING as one pipelined round trip on every checkout; ours pings a connection idle for a while:"
-  echo
-  echo "| server | one cookie | no cookie |"
-  echo "| --- | --- | --- |"
-  first_conns=${CONNECTIONS%% *}
+  echo "machine=$MACHINE_CPU"
+  echo "cores=$MACHINE_CORES"
+  echo "kernel=$(uname -r)"
+  echo "load_start=$LOAD_START"
+  echo "software=Redis $REDIS_VERSION, $WRK_VERSION, $(node --version 2>/dev/null | sed 's/^/Node /' || echo 'no Node'), $(rustc --version 2>/dev/null | awk '{ print $1, $2 }')"
+  echo "started_at=$STARTED_AT"
+  echo "elapsed=$ELAPSED"
+  echo "duration_s=$DUR_S"
+  echo "tail=$TAIL"
+  echo "rounds=$ROUNDS"
+  echo "connections=$CONNECTIONS"
+  echo "servers=$SERVERS"
+  echo "scaling=$SCALING"
+  echo "revision=$REVISION"
+  echo "repro=$REPRO"
+  echo "waited=$WAITED"
+  echo "retried=$RETRIED"
+  echo "disturbed=$DISTURBED"
+  echo "max_other=$MAX_OTHER"
+  echo "memory_sessions=$MEMORY_SESSIONS"
+  echo "ceil_note=$CEIL_NOTE"
   for s in $SERVERS; do
-    mc=$(rows main "$s" cookie "$first_conns" | tail -1 | cut -f23 | sed 's/,/, /g; s/:/ /g')
-    mn=$(rows main "$s" nocookie "$first_conns" | tail -1 | cut -f23 | sed 's/,/, /g; s/:/ /g')
-    printf '| %s | %s | %s |\n' "${LABEL[$s]}" "${mc:-n/a}" "${mn:-n/a}"
+    echo "mem_usage_$s=${MEM_USAGE[$s]}"
+    echo "mem_growth_$s=${MEM_GROWTH[$s]}"
+    echo "mem_note_$s=${MEM_NOTE[$s]:-}"
+    echo "hwm_kb_$s=${HWM_KB[$s]}"
   done
-  bad=$(awk -F'\t' 'NR > 1 && ($13 > 0 || $14 > 0) { printf "%s%s r%s %s c=%s: %s non-2xx, %s socket errors", sep, $3, $2, $4, $5, $13, $14; sep = "; " }' "$TSV")
-  echo
-  echo "Non-2xx responses and socket errors: ${bad:-none}."
-  echo
-  echo "Time spent waiting for other processes to leave the CPU: ${WAITED} s. Runs repeated because other processes used more than ${MAX_OTHER}% of a core during them: $RETRIED; still disturbed after three attempts: ${DISTURBED:-none}."
-  echo
-  echo "## Counter exactness (one cookie: the stored counter against the 2xx counter pages wrk received, plus the visit that made the session)"
-  echo
-  echo "| server | conns | counter / expected, per round | lost |"
-  echo "| --- | ---: | --- | ---: |"
-  for s in $SERVERS; do
-    for conns in $CONNECTIONS; do
-      cells=$(rows main "$s" cookie "$conns" | awk -F'\t' '{ printf "%s%s / %s", sep, $15, $16; sep = ", " }')
-      lost=$(rows main "$s" cookie "$conns" | awk -F'\t' '{ l = ($16 > 0) ? ($16 - $15) / $16 * 100 : 0; printf "%s%.2f%%", sep, l; sep = ", " }')
-      printf '| %s | %s | %s | %s |\n' "${LABEL[$s]}" "$conns" "$cells" "$lost"
-    done
+  for c in $CONNECTIONS; do
+    echo "ceil_rps_$c=${CEIL_RPS[$c]:-}"
+    echo "ceil_p50_$c=${CEIL_P50[$c]:-}"
+    echo "ceil_p99_$c=${CEIL_P99[$c]:-}"
   done
-  echo
-  echo "## Memory"
-  echo
-  echo "| server | Redis MEMORY USAGE of one session | Redis used_memory growth per session ($(int $MEMORY_SESSIONS) new sessions) | server peak RSS (VmHWM) under load |"
-  echo "| --- | ---: | ---: | ---: |"
-  for s in $SERVERS; do
-    printf '| %s | %s B | %s B%s | %s MB%s |\n' "${LABEL[$s]}" "${MEM_USAGE[$s]}" "${MEM_GROWTH[$s]}" \
-      "${MEM_NOTE[$s]:+ (${MEM_NOTE[$s]})}" "$(awk -v k="${HWM_KB[$s]}" 'BEGIN { printf "%.1f", k / 1024 }')" \
-      "$([ "$s" = express2 ] && echo ', primary + 2 workers')"
-  done
-  if [[ " $SERVERS " == *" ours "* ]]; then
-    echo
-    echo "## Redis ceiling (redis-benchmark: the one EVALSHA of src/session/store/lua/apply.lua that a counter request costs, on an existing session)"
-    echo
-    echo "| conns | EVALSHA/s | p50 | p99 | ours, one cookie, req/s | ours ÷ ceiling |"
-    echo "| ---: | ---: | ---: | ---: | ---: | ---: |"
-    for conns in $CONNECTIONS; do
-      o=$(med rps main ours cookie "$conns" 0)
-      printf '| %s | %s | %s ms | %s ms | %s | %s |\n' "$conns" "$(int "${CEIL_RPS[$conns]}")" "${CEIL_P50[$conns]}" "${CEIL_P99[$conns]}" \
-        "$(int "$o")" "$(ratio "$o" "${CEIL_RPS[$conns]}")"
-    done
-    [ -n "$CEIL_NOTE" ] && { echo; echo "Note: $CEIL_NOTE."; }
-    echo
-    echo "## Scaling (ours, one cookie, 32 connections, sessions already in Redis)"
-    echo
-    echo "| sessions in Redis | req/s | p50 | p99 | ÷ first row |"
-    echo "| ---: | ---: | ---: | ---: | ---: |"
-    base=""
-    for n in $SCALING; do
-      v=$(med rps scale ours cookie 32 "$n")
-      [ -z "$base" ] && base=$v
-      printf '| %s | %s | %s | %s | %s |\n' "$(int "$n")" "$(int "$v")" "$(ms "$(med p50_us scale ours cookie 32 "$n")")" \
-        "$(ms "$(med p99_us scale ours cookie 32 "$n")")" "$(ratio "$v" "$base")"
-    done
-    flat=$(ratio "$v" "$base")
-    echo
-    echo "Largest against smallest: ${flat}× ($(awk -v x="$flat" 'BEGIN { print (x != "n/a" && x >= 0.9 && x <= 1.1) ? "flat within ±10%" : "not flat within ±10%" }'))."
-  fi
-
-  # --- Targets ---
-  echo
-  echo "## Targets"
-  echo
-  verdict() { awk -v x="$1" -v lim="$2" -v op="$3" 'BEGIN { if (x == "") { print "SKIP"; exit } ok = (op == ">=") ? x + 0 >= lim + 0 : x + 0 <= lim + 0; print ok ? "PASS" : "FAIL" }'; }
-  c32_ours=$(med rps main ours cookie 32 0)
-  line() { printf -- '- %s: %s\n' "$1" "$2"; }
-  if [[ " $SERVERS " == *" ours "* ]]; then
-    r=$(ratio "$c32_ours" "$(med rps main express1 cookie 32 0)"); [ "$r" = n/a ] && r=""
-    shown=${r:+${r}×}
-    line "$(verdict "$r" 6 '>=')" "one cookie, 32 conns: ours ≥ 6× express 1 process (${shown:-not run})"
-    r=$(ratio "$c32_ours" "$(med rps main actix-manager cookie 32 0)"); [ "$r" = n/a ] && r=""
-    shown=${r:+${r}×}
-    line "$(verdict "$r" 1.2 '>=')" "one cookie, 32 conns: ours ≥ 1.2× actix-session manager mode (${shown:-not run})"
-    p99c=$(med p99_us main ours cookie 32 0); p99n=$(med p99_us main ours nocookie 32 0)
-    worst=$(printf '%s\n%s\n' "$p99c" "$p99n" | sort -g | tail -1)
-    line "$(verdict "$worst" 3000 '<=')" "ours p99 ≤ 3 ms at 32 conns (one cookie $(ms "$p99c"), no cookie $(ms "$p99n"))"
-    line "$(verdict "${HWM_KB[ours]}" 20480 '<=')" "ours peak RSS ≤ 20 MB ($(awk -v k="${HWM_KB[ours]}" 'BEGIN { printf "%.1f", k / 1024 }') MB)"
-    line "$(verdict "${MEM_USAGE[ours]}" 128 '<=')" "≤ 128 B of Redis memory per session, MEMORY USAGE (${MEM_USAGE[ours]} B; used_memory growth ${MEM_GROWTH[ours]} B)"
-    exact_all=$(awk -F'\t' 'NR > 1 && $3 == "ours" && $4 == "cookie" { n++; if ($15 == $16) e++ } END { printf "%d %d", e, n }' "$TSV")
-    read -r e n <<<"$exact_all"
-    [ "$e" -eq "$n" ] && [ "$n" -gt 0 ] && v=PASS || v=FAIL
-    line "$v" "exact counts: ours' counter equals its 2xx counter responses in $e of $n one-cookie runs"
-    if [[ " $SERVERS " == *" ours-nometrics "* ]]; then
-      off=$(med rps main ours-nometrics cookie 32 0)
-      cost=$(awk -v on="$c32_ours" -v off="$off" 'BEGIN { if (on == "" || off == "" || off + 0 <= 0) print ""; else printf "%.1f", (1 - on / off) * 100 }')
-      line "$(verdict "$cost" 3 '<=')" "metrics cost ≤ 3% req/s, one cookie, 32 conns (on $(int "$c32_ours"), off $(int "$off") req/s: ${cost:-n/a}%)"
-    fi
-    rt_bad=$(awk -F'\t' 'NR > 1 && $3 == "ours" { n++; if ($17 < 0.995 || $17 > 1.005) b++; if ($17 > m) m = $17 } END { printf "%d %d %.3f", b, n, m }' "$TSV")
-    read -r b n m <<<"$rt_bad"
-    [ "$b" -eq 0 ] && [ "$n" -gt 0 ] && v=PASS || v=FAIL
-    line "$v" "one Redis round trip per counter request (every one of ours' $n runs within 1.00 ± 0.005; highest $m)"
-  else
-    echo "- SKIP: ours was not part of this run"
-  fi
-} >"$RESULTS"
+} >"$META"
 
 echo
-cat "$RESULTS"
+"${REPORT[@]}" report "$TSV" "$META" "$RESULTS" "$OUT/results.svg" || die "report.py could not write the report"
 echo
-note "results written to $RESULTS; raw runs in $TSV"
+note "results written to $RESULTS and $OUT/results.svg; raw runs in $TSV"

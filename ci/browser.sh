@@ -9,6 +9,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=ci/venv.sh
+source ci/venv.sh
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
@@ -147,17 +149,8 @@ start_service() {
     wait_for_http redis-sessions "$service_pid" "http://127.0.0.1:$port/health"
 }
 
-# The venv is rebuilt only when the pins change; the copy of the requirements is the stamp.
 install_selenium() {
-    if cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
-        return 0
-    fi
-    log "installing Selenium into $VENV"
-    rm -rf -- "$VENV"
-    python3 -m venv "$VENV" || die "python3 -m venv failed: install the Debian package 'python3-venv'"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$REQUIREMENTS" \
-        || die "pip install -r $REQUIREMENTS failed"
-    cp "$REQUIREMENTS" "$VENV/requirements.txt"
+    ensure_venv "$VENV" "$REQUIREMENTS" || die "could not install Selenium into $VENV"
 }
 
 run_check() {
