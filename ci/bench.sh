@@ -14,10 +14,12 @@
 #   BENCH_TAIL         seconds at the end of each run in which no request starts (default 1)
 #   BENCH_SCALING      sessions pre-loaded into Redis for the scaling runs
 #                      (default "1000 100000 1000000")
-#   BENCH_SERVERS      servers to run (default "ours ours-nometrics express1 express2 actix-pool
-#                      actix-manager"); ours serves Prometheus metrics on a METRICS_PORT of its
-#                      own, ours-nometrics is the same binary with METRICS_PORT=off, so the
-#                      report can state what the metrics cost
+#   BENCH_SERVERS      servers to run (default "ours ours-nometrics ours-cluster express1
+#                      express2 actix-pool actix-manager"); ours serves Prometheus metrics on a
+#                      METRICS_PORT of its own, ours-nometrics is the same binary with
+#                      METRICS_PORT=off, so the report can state what the metrics cost, and
+#                      ours-cluster is ours on a Redis Cluster of 3 primaries and 3 replicas
+#                      started here (REDIS_MODE=cluster)
 #   BENCH_REV          a commit to measure instead of the working tree (e.g. HEAD); it is
 #                      exported with git archive and built under target/bench/rev/
 #   BENCH_MAX_OTHER    other processes' CPU use, in % of a core, above which the machine counts
@@ -57,7 +59,7 @@ ROUNDS=${BENCH_ROUNDS:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-32 256}
 TAIL=${BENCH_TAIL:-1}
 SCALING=${BENCH_SCALING:-1000 100000 1000000}
-SERVERS=${BENCH_SERVERS:-ours ours-nometrics express1 express2 actix-pool actix-manager}
+SERVERS=${BENCH_SERVERS:-ours ours-nometrics ours-cluster express1 express2 actix-pool actix-manager}
 MAX_OTHER=${BENCH_MAX_OTHER:-30}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
 QUIET_BUDGET=900
@@ -84,7 +86,7 @@ awk -v t="$TAIL" -v d="$DUR_S" 'BEGIN { exit !(t + 0 > 0 && t + 0 < d / 2) }' \
 for c in $CONNECTIONS; do [[ $c =~ ^[1-9][0-9]*$ ]] || die "bad connection count '$c'"; done
 for n in $SCALING; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "bad BENCH_SCALING entry '$n'"; done
 for s in $SERVERS; do
-  case "$s" in ours | ours-nometrics | express1 | express2 | actix-pool | actix-manager) ;; *) die "unknown server '$s'" ;; esac
+  case "$s" in ours | ours-nometrics | ours-cluster | express1 | express2 | actix-pool | actix-manager) ;; *) die "unknown server '$s'" ;; esac
 done
 
 # --- Tools --------------------------------------------------------------------------------
@@ -218,20 +220,68 @@ STARTED+=("$REDIS_PID")
 for _ in $(seq 50); do rcli PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 rcli PING 2>/dev/null | grep -q PONG || die "redis-server did not start, see $LOGS/redis.log"
 
+# --- A Redis Cluster for ours-cluster: 3 primaries, 3 replicas ------------------------------
+# Redis answers on PORT and gossips on PORT + 10000, so both must be free.
+CLUSTER_PORTS=() CLUSTER_PIDS=() CLUSTER_PRIMARIES=()
+cluster_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$(free_port)
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null; then
+      TAKEN+="$((p + 10000)) "
+      echo "$p"
+      return 0
+    fi
+  done
+  die "no free port pair for a cluster node"
+}
+if [[ " $SERVERS " == *" ours-cluster "* ]]; then
+  for i in 1 2 3 4 5 6; do
+    p=$(cluster_port)
+    # The node keeps its cluster state in this file; a fresh one per run.
+    rm -f "$LOGS/cluster-$p.conf"
+    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+      --cluster-enabled yes --cluster-config-file "$LOGS/cluster-$p.conf" \
+      --cluster-node-timeout 5000 --logfile "$LOGS/cluster-$p.log" &
+    CLUSTER_PIDS+=("$!"); STARTED+=("$!"); CLUSTER_PORTS+=("$p")
+  done
+  for p in "${CLUSTER_PORTS[@]}"; do
+    for _ in $(seq 50); do redis-cli -p "$p" PING 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+  done
+  note "creating a Redis Cluster on ports ${CLUSTER_PORTS[*]}"
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") --cluster-replicas 1 \
+    --cluster-yes >"$LOGS/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed, see $LOGS/cluster-create.log"
+  for _ in $(seq 100); do
+    ok=0
+    for p in "${CLUSTER_PORTS[@]}"; do
+      redis-cli -p "$p" CLUSTER INFO | tr -d '\r' | grep -q '^cluster_state:ok' && ok=$((ok + 1))
+    done
+    [ "$ok" -eq 6 ] && break
+    sleep 0.2
+  done
+  [ "$ok" -eq 6 ] || die "the cluster did not reach cluster_state:ok on every node"
+  for p in "${CLUSTER_PORTS[@]}"; do
+    redis-cli -p "$p" ROLE | head -n 1 | grep -q master && CLUSTER_PRIMARIES+=("$p")
+  done
+  [ "${#CLUSTER_PRIMARIES[@]}" -eq 3 ] || die "expected 3 cluster primaries, found ${#CLUSTER_PRIMARIES[@]}"
+fi
+
 # One secret for all servers: ours wants 48 characters, the peers accept any.
 SECRET=$(head -c 36 /dev/urandom | base64 | tr '+/' '-_')
 
 declare -A PORT_OF PIDS_OF LABEL MARKER
 # Ours with or without its metrics: the same binary, measured the same way.
-is_ours() { [ "$1" = ours ] || [ "$1" = ours-nometrics ]; }
+is_ours() { [ "$1" = ours ] || [ "$1" = ours-nometrics ] || [ "$1" = ours-cluster ]; }
 LABEL[ours]="redis-sessions (ours)"
 LABEL[ours-nometrics]="ours, METRICS_PORT=off"
+LABEL[ours-cluster]="ours, Redis Cluster 3+3"
 LABEL[express1]="express, 1 process"
 LABEL[express2]="express, WORKERS=2"
 LABEL[actix-pool]="actix-session, pool"
 LABEL[actix-manager]="actix-session, manager"
 MARKER[ours]='<span id="visits">'
 MARKER[ours-nometrics]=${MARKER[ours]}
+MARKER[ours-cluster]=${MARKER[ours]}
 for s in express1 express2 actix-pool actix-manager; do MARKER[$s]='Visits: '; done
 
 start_server() {
@@ -249,6 +299,11 @@ start_server() {
       local metrics_port=off
       [ "$s" = ours ] && metrics_port=$(free_port)
       "${env_base[@]}" COOKIE_SECURE=false LOG_FORMAT=text "METRICS_PORT=$metrics_port" "$OURS_BIN" >>"$LOGS/$s.log" 2>&1 &
+      pid=$! ;;
+    ours-cluster)
+      # The later REDIS_URL wins under env; the client discovers the other nodes from it.
+      "${env_base[@]}" "REDIS_URL=redis://127.0.0.1:${CLUSTER_PORTS[0]}" REDIS_MODE=cluster \
+        COOKIE_SECURE=false LOG_FORMAT=text "METRICS_PORT=$(free_port)" "$OURS_BIN" >>"$LOGS/$s.log" 2>&1 &
       pid=$! ;;
     express1 | express2)
       (cd "$EXPRESS_DIR" && exec "${env_base[@]}" "WORKERS=${s#express}" node server.js >"$LOGS/$s.log" 2>&1) &
@@ -312,8 +367,24 @@ machine_busy() {
   awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat
 }
 
-commandstats() { rcli INFO commandstats | tr -d '\r'; }
-redis_cpu() { rcli INFO cpu | tr -d '\r'; }
+# The Redis processes and ports that serve a server: the cluster's for ours-cluster. Command
+# statistics come from the primaries (replicas replay effects, not our commands); CPU from
+# every node, replication included. report.py adds the nodes' replies up.
+redis_pids_of() { if [ "$1" = ours-cluster ]; then echo "${CLUSTER_PIDS[*]}"; else echo "$REDIS_PID"; fi; }
+commandstats() {
+  if [ "${1:-}" = ours-cluster ]; then
+    for p in "${CLUSTER_PRIMARIES[@]}"; do redis-cli -p "$p" INFO commandstats | tr -d '\r'; done
+  else
+    rcli INFO commandstats | tr -d '\r'
+  fi
+}
+redis_cpu() {
+  if [ "${1:-}" = ours-cluster ]; then
+    for p in "${CLUSTER_PORTS[@]}"; do redis-cli -p "$p" INFO cpu | tr -d '\r'; done
+  else
+    rcli INFO cpu | tr -d '\r'
+  fi
+}
 
 get_cookie() {   # server jar -> "name=value" header text
   local s=$1 jar=$2
@@ -333,7 +404,11 @@ read_count() {
   is_ours "$s" && echo "$n" || echo $(( n - 1 ))
 }
 
-flush_redis() { rcli FLUSHALL SYNC >/dev/null; }
+flush_redis() {
+  rcli FLUSHALL SYNC >/dev/null
+  local p
+  for p in "${CLUSTER_PRIMARIES[@]}"; do redis-cli -p "$p" FLUSHALL SYNC >/dev/null; done
+}
 
 # report.py row writes the header with the first row.
 rm -f "$TSV"
@@ -391,7 +466,9 @@ check_alive() {
   for pid in ${PIDS_OF[$s]}; do
     kill -0 "$pid" 2>/dev/null || die "$s (pid $pid) is no longer running; see $LOGS/$s.log"
   done
-  kill -0 "$REDIS_PID" 2>/dev/null || die "redis-server (pid $REDIS_PID) is no longer running; see $LOGS/redis.log"
+  for pid in $(redis_pids_of "$s"); do
+    kill -0 "$pid" 2>/dev/null || die "redis-server (pid $pid) is no longer running; see $LOGS/"
+  done
 }
 
 run_wrk() {   # phase round server mode conns prefill
@@ -406,18 +483,19 @@ run_wrk() {   # phase round server mode conns prefill
     hdr=(-H "Cookie: $cookie")
   fi
   is_ours "$s" && : >"$LOGS/$s.log"
-  commandstats >"$RUNS/$tag.cmd0"; redis_cpu >"$RUNS/$tag.cpu0"
+  commandstats "$s" >"$RUNS/$tag.cmd0"; redis_cpu "$s" >"$RUNS/$tag.cpu0"
   local srv0 red0 srv1 red1 all0 all1
-  local pids
+  local pids rpids
   read -ra pids <<<"${PIDS_OF[$s]}"
-  srv0=$(cpu_ticks "${pids[@]}"); red0=$(cpu_ticks "$REDIS_PID"); all0=$(machine_busy)
+  read -ra rpids <<<"$(redis_pids_of "$s")"
+  srv0=$(cpu_ticks "${pids[@]}"); red0=$(cpu_ticks "${rpids[@]}"); all0=$(machine_busy)
   local TIMEFORMAT='%R %U %S'
   { time wrk --latency -t1 -c "$conns" -d "${DUR_S}s" --timeout 10s "${hdr[@]}" -s "$LUA" "$url/" \
       -- / "${MARKER[$s]}" "$DUR_S" "$TAIL" >"$RUNS/$tag.wrk" 2>&1; } 2>"$RUNS/$tag.time" \
     || { check_alive "$s"; die "wrk failed for $tag: $(tail -3 "$RUNS/$tag.wrk")"; }
   check_alive "$s"
-  srv1=$(cpu_ticks "${pids[@]}"); red1=$(cpu_ticks "$REDIS_PID"); all1=$(machine_busy)
-  commandstats >"$RUNS/$tag.cmd1"; redis_cpu >"$RUNS/$tag.cpu1"
+  srv1=$(cpu_ticks "${pids[@]}"); red1=$(cpu_ticks "${rpids[@]}"); all1=$(machine_busy)
+  commandstats "$s" >"$RUNS/$tag.cmd1"; redis_cpu "$s" >"$RUNS/$tag.cpu1"
 
   local counter=""
   [ "$mode" = cookie ] && counter=$(read_count "$s" "$jar")
@@ -526,6 +604,11 @@ fi
 # --- Redis memory per session ----------------------------------------------------------
 declare -A MEM_USAGE MEM_GROWTH MEM_NOTE
 for s in $SERVERS; do
+  # Measured on the one Redis; a cluster spreads the same keys over three.
+  if [ "$s" = ours-cluster ]; then
+    MEM_USAGE[$s]="n/a" MEM_GROWTH[$s]="n/a" MEM_NOTE[$s]="the same keys as ours, spread over 3 primaries"
+    continue
+  fi
   flush_redis
   sleep 0.2
   u0=$(rcli INFO memory | tr -d '\r' | sed -n 's/^used_memory://p')
@@ -559,7 +642,7 @@ REPRO=""
 [ "$CONNECTIONS" != "32 256" ] && REPRO+="BENCH_CONNECTIONS='$CONNECTIONS' "
 [ "$TAIL" != 1 ] && REPRO+="BENCH_TAIL=$TAIL "
 [ "$SCALING" != "1000 100000 1000000" ] && REPRO+="BENCH_SCALING='$SCALING' "
-[ "$SERVERS" != "ours ours-nometrics express1 express2 actix-pool actix-manager" ] && REPRO+="BENCH_SERVERS='$SERVERS' "
+[ "$SERVERS" != "ours ours-nometrics ours-cluster express1 express2 actix-pool actix-manager" ] && REPRO+="BENCH_SERVERS='$SERVERS' "
 [[ $REVISION =~ ^[0-9a-f]+$ ]] && REPRO+="BENCH_REV=$REVISION "
 REPRO+="ci/bench.sh"
 

@@ -27,6 +27,7 @@ COLUMNS = [
 LABEL = {
     "ours": "redis-sessions (ours)",
     "ours-nometrics": "ours, METRICS_PORT=off",
+    "ours-cluster": "ours, Redis Cluster 3+3",
     "express1": "express, 1 process",
     "express2": "express, WORKERS=2",
     "actix-pool": "actix-session, pool",
@@ -47,7 +48,8 @@ def read_kv(path: Path) -> dict[str, str]:
 
 
 def commandstats(path: Path) -> dict[str, tuple[int, int]]:
-    """Calls and microseconds per command from an `INFO commandstats` reply."""
+    """Calls and microseconds per command from `INFO commandstats` replies (one per node of
+    a cluster, added up)."""
     out = {}
     for line in path.read_text().splitlines():
         line = line.strip()
@@ -55,19 +57,21 @@ def commandstats(path: Path) -> dict[str, tuple[int, int]]:
             continue
         name, fields = line[len("cmdstat_"):].split(":", 1)
         kv = dict(f.split("=", 1) for f in fields.split(","))
-        out[name] = (int(kv["calls"]), int(kv["usec"]))
+        calls, usec = out.get(name, (0, 0))
+        out[name] = (calls + int(kv["calls"]), usec + int(kv["usec"]))
     return out
 
 
 def redis_cpu_seconds(path: Path) -> float:
     """used_cpu_sys + used_cpu_user (the main thread's and the children's are not counted
-    twice: the *_main_thread fields are a subset) from an `INFO cpu` reply."""
-    kv = {}
+    twice: the *_main_thread fields are a subset) from `INFO cpu` replies, one per node of a
+    cluster, added up."""
+    total = 0.0
     for line in path.read_text().splitlines():
-        if ":" in line:
-            k, v = line.strip().split(":", 1)
-            kv[k] = v
-    return float(kv["used_cpu_sys"]) + float(kv["used_cpu_user"])
+        k, _, v = line.strip().partition(":")
+        if k in ("used_cpu_sys", "used_cpu_user"):
+            total += float(v)
+    return total
 
 
 def row(prefix: str, tsv: str) -> None:
@@ -401,6 +405,16 @@ def targets(add, runs: Runs, meta: dict[str, str], servers: list[str]) -> None:
         line(None if cost is None else cost <= 3,
              f"metrics cost ≤ 3% req/s, one cookie, 32 conns (on {num(on)}, off {num(off)} req/s: "
              f"{'n/a' if cost is None else f'{cost:.1f}'}%)")
+    if "ours-cluster" in servers:
+        for c in meta["connections"].split():
+            r = ratio(runs.med("rps", "main", "ours-cluster", "cookie", c),
+                      runs.med("rps", "main", "ours", "cookie", c))
+            line(at_least(r, 0.8), f"one cookie, {c} conns: ours on a Redis Cluster ≥ 0.8× ours on one "
+                 f"Redis ({shown(r)})")
+        crts = [float(r["rt_per_req"]) for r in runs.rows if r["server"] == "ours-cluster"]
+        line(bool(crts) and all(0.995 <= x <= 1.005 for x in crts),
+             f"one Redis round trip per counter request on the cluster too (highest "
+             f"{max(crts, default=0):.3f} over {len(crts)} runs)")
     ours_rows = [r for r in runs.rows if r["server"] == "ours"]
     rts = [float(r["rt_per_req"]) for r in ours_rows]
     off = sum(1 for x in rts if not 0.995 <= x <= 1.005)
