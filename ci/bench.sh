@@ -240,7 +240,8 @@ if [[ " $SERVERS " == *" ours-cluster "* ]]; then
     p=$(cluster_port)
     # The node keeps its cluster state in this file; a fresh one per run.
     rm -f "$LOGS/cluster-$p.conf"
-    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    # --dir: a replica writes the RDB it syncs from its primary into its working directory.
+    redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --daemonize no --dir "$LOGS" \
       --cluster-enabled yes --cluster-config-file "$LOGS/cluster-$p.conf" \
       --cluster-node-timeout 5000 --logfile "$LOGS/cluster-$p.log" &
     CLUSTER_PIDS+=("$!"); STARTED+=("$!"); CLUSTER_PORTS+=("$p")
