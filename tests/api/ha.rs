@@ -315,12 +315,10 @@ fn wait_for_switch(set: &SentinelSet, old: u16, limit: Duration) -> Instant {
     Instant::now()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_planned_sentinel_failover_answers_no_500_and_recovers_within_two_seconds() {
-    let set = tokio::task::block_in_place(SentinelSet::start);
-    let app = app_on_sentinels(&set).await;
-    assert_eq!(ready_status(&app).await, 200);
-    let load = Load::start(&app, 4).await;
+/// `SENTINEL FAILOVER` under load on the app at `address`: no 500, 200s back within 2 s of
+/// the switch, and no count applied twice.
+async fn planned_sentinel_failover_under_load(set: &SentinelSet, address: &str, what: &str) {
+    let load = Load::start_at(address, 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let old = set.master_port().unwrap();
@@ -329,20 +327,28 @@ async fn a_planned_sentinel_failover_answers_no_500_and_recovers_within_two_seco
             set.sentinels[0].port,
             redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER),
         );
-        wait_for_switch(&set, old, Duration::from_secs(15))
+        wait_for_switch(set, old, Duration::from_secs(15))
     });
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let loads = load.finish().await;
 
-    assert_only_200_or_fast_503(&loads, "Sentinel planned failover");
+    assert_only_200_or_fast_503(&loads, what);
     let recovery = recovered_after(&loads, switched).expect("200s resumed");
-    println!("Sentinel planned failover: 200s back {recovery:?} after the switch");
+    println!("{what}: 200s back {recovery:?} after the switch");
     assert!(
         recovery <= Duration::from_secs(2),
         "recovery took {recovery:?}"
     );
-    let (_, extra) = check_counts(&app, &loads, "Sentinel planned failover").await;
+    let (_, extra) = check_counts_at(address, &loads, what).await;
     assert_eq!(extra, 0, "a count was applied twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_sentinel_failover_answers_no_500_and_recovers_within_two_seconds() {
+    let set = tokio::task::block_in_place(SentinelSet::start);
+    let app = app_on_sentinels(&set).await;
+    assert_eq!(ready_status(&app).await, 200);
+    planned_sentinel_failover_under_load(&set, &app.address, "Sentinel planned failover").await;
     assert_eq!(ready_status(&app).await, 200);
     app.stop().await;
 }
@@ -695,29 +701,7 @@ async fn over_tls_a_sentinel_failover_answers_no_500_and_recovers() {
         ],
     );
     wait_ready(&app.address()).await;
-    let load = Load::start_at(&app.address(), 4).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let old = set.master_port().unwrap();
-    let switched = tokio::task::block_in_place(|| {
-        let _: () = run(
-            set.sentinels[0].port,
-            redis::cmd("SENTINEL").arg("FAILOVER").arg(MASTER),
-        );
-        wait_for_switch(&set, old, Duration::from_secs(15))
-    });
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let loads = load.finish().await;
-
-    assert_only_200_or_fast_503(&loads, "TLS Sentinel failover");
-    let recovery = recovered_after(&loads, switched).expect("200s resumed");
-    println!("TLS Sentinel failover: 200s back {recovery:?} after the switch");
-    assert!(
-        recovery <= Duration::from_secs(2),
-        "recovery took {recovery:?}"
-    );
-    let (_, extra) = check_counts_at(&app.address(), &loads, "TLS Sentinel failover").await;
-    assert_eq!(extra, 0, "a count was applied twice");
+    planned_sentinel_failover_under_load(&set, &app.address(), "TLS Sentinel failover").await;
     assert!(app.stdout().contains("redis.tls=true"), "{}", app.stdout());
 }
 
