@@ -10,8 +10,15 @@
 //!                    Gone ──write──▶ Known (a fresh id; an old one is never revived)
 //! ```
 //!
-//! Independently, [`Status`] records whether the store refreshed the session's lifetime (so
-//! the cookie is renewed) or failed (so nothing more is written and the cookie is left alone).
+//! Independently, [`Status`] records whether the store refreshed the session's lifetime or
+//! failed (so nothing more is written and the cookie is left alone).
+//!
+//! The response sets the cookie only when the session was touched and `Known` says the
+//! cookie is due: always for an id created by this request (a new session, a renewal, a
+//! replacement for one found gone), and for a cookie that verified when
+//! [`Verified::reissue_due`](super::cookie::Verified::reissue_due) says so (old format, older
+//! secret, or issued a tenth of the TTL ago). Any other touch sends no `Set-Cookie`: the
+//! browser keeps the cookie it has, whose expiry trails the store's sliding one by under 10%.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::BTreeMap;
@@ -20,7 +27,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::cookie::{CookieProblem, Keyring, RawCookie};
+use super::cookie::{CookieProblem, Keyring, RawCookie, unix_now};
 use super::id::SessionId;
 use super::signing::SigningKeys;
 use super::store::{self, Applied, Presence, Record, SessionStore, StoreError, Update};
@@ -37,8 +44,9 @@ enum Identity {
     Known {
         /// Its id.
         id: SessionId,
-        /// The cookie as received, while it is still the right one to send back.
-        cookie: Option<String>,
+        /// Whether a touch must send a freshly signed cookie: the browser has none for this
+        /// id yet, or the one it sent is due for re-issue.
+        reissue: bool,
     },
     /// This request's session was purged, or found expired or deleted: the browser's cookie
     /// is cleared unless a new session replaces it.
@@ -50,7 +58,7 @@ enum Identity {
 enum Status {
     /// No store call refreshed the session's lifetime.
     Untouched,
-    /// The store refreshed the session's lifetime, so the cookie's Max-Age is renewed too.
+    /// The store refreshed the session's lifetime, so the cookie is re-issued if it is due.
     Touched,
     /// A store call failed: the request is answered 503 and nothing more is written.
     Failed,
@@ -85,7 +93,7 @@ impl State {
 /// What the response must do with the cookie.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CookieAction {
-    /// Send this signed value with a fresh Max-Age.
+    /// Send this freshly signed value with a Max-Age of the full TTL.
     Set(String),
     /// Tell the browser to drop the cookie.
     Clear,
@@ -235,16 +243,9 @@ impl SessionState {
             let state = self.state.borrow();
             match (&state.identity, state.status) {
                 (_, Status::Failed) => return Ok(None),
-                (
-                    Identity::Known {
-                        cookie: Some(c), ..
-                    },
-                    Status::Touched,
-                ) => {
-                    return Ok(Some(CookieAction::Set(c.clone())));
-                }
-                (Identity::Known { id, cookie: None }, Status::Touched) => id.clone(),
+                (Identity::Known { id, reissue: true }, Status::Touched) => id.clone(),
                 (Identity::Gone, _) if state.had_cookie => return Ok(Some(CookieAction::Clear)),
+                // Includes a touch of a cookie not yet due: the browser keeps the one it has.
                 _ => return Ok(None),
             }
         };
@@ -309,10 +310,10 @@ impl SessionState {
             (Identity::Known { id, .. }, _) => Ok(Some(id.clone())),
             (Identity::Anonymous | Identity::Gone, _) => Ok(None),
             (Identity::Unresolved(_), Ok(verified)) => {
-                let cookie = (!verified.needs_resign).then(|| raw.expose().to_owned());
+                let reissue = verified.reissue_due(unix_now(), self.config.ttl.as_secs());
                 state.identity = Identity::Known {
                     id: verified.id.clone(),
-                    cookie,
+                    reissue,
                 };
                 Ok(Some(verified.id))
             }
@@ -367,13 +368,14 @@ impl SessionState {
             match self.bounded(self.store.apply(&key, &update)).await? {
                 Applied::Done(counter) => {
                     let mut state = self.state.borrow_mut();
-                    let cookie = match (presence, &state.identity) {
-                        (Presence::MustExist, Identity::Known { id: known, cookie })
+                    // A session this request created or moved needs its first cookie.
+                    let reissue = match (presence, &state.identity) {
+                        (Presence::MustExist, Identity::Known { id: known, reissue })
                             if *known == id =>
                         {
-                            cookie.clone()
+                            *reissue
                         }
-                        _ => None,
+                        _ => true,
                     };
                     if presence == Presence::MustBeNew {
                         metrics::session_created();
@@ -390,7 +392,7 @@ impl SessionState {
                             cache.insert(field.to_owned(), n.to_string());
                         }
                     }
-                    state.identity = Identity::Known { id, cookie };
+                    state.identity = Identity::Known { id, reissue };
                     state.touch();
                     return Ok(counter);
                 }

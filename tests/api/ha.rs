@@ -14,7 +14,8 @@ use reqwest::header::COOKIE;
 
 use crate::support::topology::{MASTER, RedisCluster, SentinelSet, run, wait_until};
 use crate::support::{
-    BinaryApp, RedisServer, SECRET_A, ScratchDir, TestApp, client, session_cookie, visits_in_page,
+    BinaryApp, RedisServer, SECRET_A, ScratchDir, TestApp, client, cookie_id, session_cookie,
+    visits_in_page,
 };
 use crate::tls::make_certificates;
 
@@ -97,8 +98,11 @@ impl Load {
                     let url = &urls[outcomes.len() % urls.len()];
                     let status = match client.post(url).header(COOKIE, &cookie).send().await {
                         Ok(res) => {
-                            // A new id means the session was gone and a fresh one was made.
-                            if session_cookie(res.headers()).is_some_and(|c| c != cookie) {
+                            // A new id means the session was gone and a fresh one was made;
+                            // the same id re-issued with a newer time is the same session.
+                            if session_cookie(res.headers())
+                                .is_some_and(|c| cookie_id(&c) != cookie_id(&cookie))
+                            {
                                 replaced += 1;
                             }
                             res.status().as_u16()

@@ -3,11 +3,50 @@
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deadpool_redis::redis;
+use hmac::{Hmac, Mac};
+use redis_sessions::session::cookie::{Keyring, unix_now};
+use redis_sessions::session::id::SessionId;
+use secrecy::SecretString;
+use sha2::Sha256;
 
 use crate::support::{
-    RedisServer, SECRET_A, SECRET_B, TestApp, session_cookie, set_cookie_headers,
+    RedisServer, SECRET_A, SECRET_B, TestApp, cookie_id, session_cookie, set_cookie_headers,
 };
+
+/// `sid=<value>` for the session of `cookie`, signed with the test secret as if issued
+/// `age` seconds ago (ahead of now when negative), so no test waits for a cookie to age.
+fn issued_ago(cookie: &str, age: i64) -> String {
+    let id = SessionId::parse(cookie_id(cookie)).expect("a session id");
+    let issued = unix_now()
+        .checked_add_signed(-age)
+        .expect("a time after 1970");
+    let ring = Keyring::new(&[SecretString::from(SECRET_A)]).expect("a keyring");
+    format!("sid={}", ring.sign_at(&id, issued))
+}
+
+/// `sid=<id>.<mac>` for the session of `cookie`: the format browsers held before cookies
+/// carried their issued time, the HMAC of the id alone under the test secret.
+fn old_format(cookie: &str) -> String {
+    let id = cookie_id(cookie);
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET_A.as_bytes()).expect("any key length");
+    mac.update(id.as_bytes());
+    format!(
+        "sid={id}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The issued time in a `sid=<id>.<issued>.<mac>` pair.
+fn issued_of(cookie: &str) -> u64 {
+    cookie
+        .split('.')
+        .nth(1)
+        .and_then(|t| t.parse().ok())
+        .expect("an issued time")
+}
 
 /// Runs each test body once per store. `$redis` is `Some` for the Redis variant.
 macro_rules! both_stores {
@@ -58,14 +97,65 @@ both_stores! {
         }
         assert!(!h.contains("Secure"), "COOKIE_SECURE=false in tests: {h}");
         let value = h.trim_start_matches("sid=").split(';').next().unwrap();
-        assert_eq!(value.len(), 87, "signed id: 43 + 1 + 43 characters");
+        assert_eq!(value.len(), 98, "id, issued time, MAC: 43 + 1 + 10 + 1 + 43 characters");
     }
 
-    each_touch_renews_the_cookie(app) {
+    a_second_visit_soon_after_the_first_sets_no_cookie(app) {
         let (_, cookie) = app.visit(None).await;
         let cookie = cookie.unwrap();
-        let (_, again) = app.visit(Some(&cookie)).await;
-        assert_eq!(again.as_deref(), Some(cookie.as_str()), "same id, Max-Age renewed");
+        let (visits, again) = app.visit(Some(&cookie)).await;
+        assert_eq!(visits, 2);
+        assert_eq!(again, None, "the browser's cookie is not due for re-issue yet");
+        let res = app.send("POST", "/api/visits", Some(&cookie)).await;
+        assert!(set_cookie_headers(res.headers()).is_empty(), "nor after an API count");
+        let res = app.send("GET", "/api/session", Some(&cookie)).await;
+        assert!(set_cookie_headers(res.headers()).is_empty(), "nor after a read");
+        assert_eq!(res.json::<serde_json::Value>().await.unwrap()["visits"], 3);
+    }
+
+    a_cookie_issued_over_a_tenth_of_the_ttl_ago_is_reissued(app) {
+        let (_, cookie) = app.visit(None).await;
+        let cookie = cookie.unwrap();
+        // The TTL is 1800 s, so a cookie is due at 180 s; 10 s of margin for a slow run.
+        let (visits, kept) = app.visit(Some(&issued_ago(&cookie, 170))).await;
+        assert_eq!((visits, kept), (2, None), "170 s is under a tenth of the TTL");
+
+        let aged = issued_ago(&cookie, 181);
+        let before = unix_now();
+        let res = app.send("GET", "/", Some(&aged)).await;
+        let headers = set_cookie_headers(res.headers());
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers[0].contains("Max-Age=1800"), "the full TTL again: {}", headers[0]);
+        let fresh = session_cookie(res.headers()).unwrap();
+        assert_eq!(cookie_id(&fresh), cookie_id(&cookie), "the same session");
+        assert!((before..=unix_now()).contains(&issued_of(&fresh)), "issued now: {fresh}");
+        let (visits, again) = app.visit(Some(&fresh)).await;
+        assert_eq!((visits, again), (4, None), "the re-issued cookie works and is not due");
+    }
+
+    a_cookie_issued_in_the_future_keeps_its_session(app) {
+        let (_, cookie) = app.visit(None).await;
+        let cookie = cookie.unwrap();
+        let (visits, kept) = app.visit(Some(&issued_ago(&cookie, -30))).await;
+        assert_eq!((visits, kept), (2, None), "30 s ahead is clock skew between instances");
+        let (visits, fresh) = app.visit(Some(&issued_ago(&cookie, -3600))).await;
+        assert_eq!(visits, 3, "a correctly signed cookie is never refused for its time");
+        let fresh = fresh.expect("an hour ahead is re-issued with this instance's time");
+        assert_eq!(cookie_id(&fresh), cookie_id(&cookie));
+        assert!(issued_of(&fresh) <= unix_now());
+    }
+
+    an_old_format_cookie_keeps_its_session_and_is_reissued_in_the_new_format(app) {
+        let (_, cookie) = app.visit(None).await;
+        let old = old_format(&cookie.unwrap());
+        assert_eq!(old.len(), "sid=".len() + 87);
+        let (visits, fresh) = app.visit(Some(&old)).await;
+        assert_eq!(visits, 2, "the session survives the upgrade");
+        let fresh = fresh.expect("an old-format cookie is re-issued on its first touch");
+        assert_eq!(cookie_id(&fresh), cookie_id(&old), "the same session");
+        assert_eq!(fresh.len(), "sid=".len() + 98, "in the new format: {fresh}");
+        let (visits, again) = app.visit(Some(&fresh)).await;
+        assert_eq!((visits, again), (3, None));
     }
 
     the_api_counts_and_reads_without_counting(app) {
@@ -146,6 +236,8 @@ both_stores! {
             format!("sid={}", "A".repeat(4000)),
             format!("{good}; {good}"),
             format!("sid={}.{}", &value[..43], "A".repeat(43)),
+            format!("sid={}.0000000000.{}", &value[..43], "A".repeat(43)),
+            format!("sid={}.abcdefghij.{}", &value[..43], &value[55..]),
             "sid=%00%ff".into(),
             "=; ;;; sid".into(),
             many,
@@ -196,21 +288,27 @@ async fn rotation_accepts_old_cookies_and_resigns_them_with_the_new_secret() {
         &[("SESSION_SECRET", &format!("{SECRET_B},{SECRET_A}"))],
     )
     .await;
+    // Issued just now, so only the older secret makes it due for re-issue.
     let (visits, resigned) = rotating.visit(Some(&old_cookie)).await;
     assert_eq!(visits, 2, "the old cookie still works");
     let resigned = resigned.expect("re-signed cookie");
     assert_ne!(resigned, old_cookie, "re-signed with the first secret");
     assert_eq!(
-        &resigned[..4 + 43],
-        &old_cookie[..4 + 43],
+        cookie_id(&resigned),
+        cookie_id(&old_cookie),
         "same session id"
+    );
+    assert_eq!(
+        rotating.visit(Some(&resigned)).await,
+        (3, None),
+        "re-signed once, not on every touch"
     );
     rotating.stop().await;
 
     let new_app = TestApp::spawn(Some(&redis), &[("SESSION_SECRET", SECRET_B)]).await;
     assert_eq!(
         new_app.visit(Some(&resigned)).await.0,
-        3,
+        4,
         "works once only the new secret is left"
     );
     assert_eq!(
@@ -257,11 +355,10 @@ async fn every_touch_slides_the_lifetime() {
         tokio::time::sleep(Duration::from_millis(800)).await;
         if i % 2 == 0 {
             expected += 1;
-            assert_eq!(
-                app.visit(Some(&cookie)).await.0,
-                expected,
-                "session lost at touch {i}"
-            );
+            let (visits, reissued) = app.visit(Some(&cookie)).await;
+            assert_eq!(visits, expected, "session lost at touch {i}");
+            // A TTL under 10 s has no whole tenth to wait for: every touch re-issues.
+            assert!(reissued.is_some(), "no cookie at touch {i}");
         } else {
             assert_eq!(
                 app.session_json(Some(&cookie)).await["visits"],

@@ -128,6 +128,12 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or_default().to_owned())
 }
 
+/// The session id in a `sid=<id>.…` pair: what stays the same when a cookie is re-issued.
+pub fn cookie_id(cookie: &str) -> &str {
+    let value = cookie.strip_prefix("sid=").unwrap_or(cookie);
+    value.split('.').next().unwrap_or_default()
+}
+
 /// Every `Set-Cookie` header, for attribute checks.
 pub fn set_cookie_headers(headers: &HeaderMap) -> Vec<String> {
     headers

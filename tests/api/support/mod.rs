@@ -18,7 +18,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use self::app::{
-    TestApp, client, session_cookie, set_cookie_headers, test_settings, visits_in_page,
+    TestApp, client, cookie_id, session_cookie, set_cookie_headers, test_settings, visits_in_page,
 };
 pub use self::binary::{BinaryApp, run_binary_expecting_exit};
 pub use self::redis::RedisServer;
