@@ -368,6 +368,7 @@ async fn killing_the_sentinel_primary_gives_fast_503s_then_200s_within_three_sec
 
     let old = set.master_port().unwrap();
     let primary = set.primary_index();
+    tokio::task::block_in_place(|| set.wait_for_replica_to_catch_up());
     set.nodes[primary].kill();
     let killed = Instant::now();
     let switched =
@@ -578,6 +579,7 @@ async fn killing_a_cluster_primary_leaves_other_sessions_working_and_its_slots_r
 
     let victim = tokio::task::block_in_place(|| cluster.primaries()[0]);
     let victim_keys = cluster.session_keys(victim);
+    tokio::task::block_in_place(|| cluster.wait_for_replicas_of(victim));
     cluster.nodes[victim].kill();
     let killed = Instant::now();
     let promoted = tokio::task::block_in_place(|| {

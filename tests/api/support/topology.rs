@@ -60,6 +60,24 @@ pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) 
     }
 }
 
+/// Waits until every replica holds each write its primary had when called, so a kill -9
+/// of the primary loses only later writes, as asynchronous replication allows, never the
+/// sessions made before: on a loaded machine a replica can trail by more than a moment.
+pub fn wait_for_replicas_to_catch_up(primary: u16, replicas: &[u16]) {
+    let offset = |port: u16, field: &str| -> u64 {
+        let info: String = run(port, redis::cmd("INFO").arg("replication"));
+        info.lines()
+            .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let target = offset(primary, "master_repl_offset:");
+    for &replica in replicas {
+        wait_until(Duration::from_secs(10), "a replica to catch up", || {
+            offset(replica, "slave_repl_offset:") >= target
+        });
+    }
+}
+
 /// A `redis-server --sentinel` process, killed on drop.
 pub struct Sentinel {
     /// Its port.
@@ -234,6 +252,16 @@ impl SentinelSet {
             .expect("the primary is one of ours")
     }
 
+    /// Waits until the replica holds every write the primary had when called (see
+    /// [`wait_for_replicas_to_catch_up`]).
+    pub fn wait_for_replica_to_catch_up(&self) {
+        let primary = self.primary_index();
+        wait_for_replicas_to_catch_up(
+            self.nodes[primary].port(),
+            &[self.nodes[1 - primary].port()],
+        );
+    }
+
     /// Node `i`'s port as the Sentinels name it.
     fn node_port(&self, i: usize) -> u16 {
         match &self.tls_ports {
@@ -371,6 +399,23 @@ impl RedisCluster {
         (0..self.nodes.len())
             .filter(|&i| self.nodes[i].is_running() && self.role(i) == "master")
             .collect()
+    }
+
+    /// Waits until node `i`'s replicas hold every write it had when called (see
+    /// [`wait_for_replicas_to_catch_up`]).
+    pub fn wait_for_replicas_of(&self, i: usize) {
+        let id = self.id(i);
+        let replicas: Vec<u16> = (0..self.nodes.len())
+            .filter(|&j| j != i && self.nodes[j].is_running())
+            .filter(|&j| {
+                let nodes: String = run(self.nodes[j].port(), redis::cmd("CLUSTER").arg("NODES"));
+                nodes
+                    .lines()
+                    .any(|l| l.contains("myself") && l.split(' ').nth(3) == Some(id.as_str()))
+            })
+            .map(|j| self.nodes[j].port())
+            .collect();
+        wait_for_replicas_to_catch_up(self.nodes[i].port(), &replicas);
     }
 
     /// Node `i`'s cluster id.
