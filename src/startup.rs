@@ -216,6 +216,8 @@ impl Application {
         let info = web::Data::new(AppInfo::from(settings));
 
         let server = HttpServer::new(move || {
+            // Runs on each worker thread, inside its runtime.
+            telemetry::output::batch_this_thread();
             let store = store_for_worker();
             let readiness = web::Data::new(Readiness {
                 store: store.clone(),

@@ -2,6 +2,7 @@
 //! Prometheus [`metrics`].
 
 pub mod metrics;
+pub mod output;
 
 use std::time::Instant;
 
@@ -16,29 +17,25 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
 
-/// Keeps the background log writer alive; dropping it flushes what is buffered.
-#[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard {
-    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+/// Writes out buffered log lines when dropped, at the end of `main`.
+#[must_use = "dropping the guard writes out the buffered log lines"]
+pub struct LogGuard(());
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        output::flush_all();
+    }
 }
 
 /// Installs the global subscriber; a second call (as in tests) is a no-op.
 ///
-/// Lines are written to stdout by a background thread, which batches them: one `write(2)`
-/// per line cost measurable throughput (README, Performance). The writer blocks rather than drop lines when it
-/// falls behind, and the returned guard flushes on drop at shutdown.
+/// Lines go to stdout, batched on the HTTP worker threads ([`output`]).
 pub fn init(settings: &LogSettings) -> LogGuard {
     // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    // The default queue holds 128,000 lines, megabytes in a 64M container; 4,096 lines is
-    // plenty to absorb bursts, and the writer blocks rather than grow past it.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(4096)
-        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(output::Stdout)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let result = match settings.format {
         LogFormat::Json => builder
@@ -56,9 +53,7 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         );
     }
     // Already installed (tests start many applications in one process): keep the first.
-    LogGuard {
-        _writer: result.ok().map(|()| guard),
-    }
+    LogGuard(())
 }
 
 /// Whether the access line carries `request_id` as a field of its own. JSON lines need it at

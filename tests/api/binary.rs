@@ -182,6 +182,30 @@ async fn json_logs_name_the_binding_and_never_contain_secrets() {
     }
 }
 
+/// Worker threads batch their log lines; a line must still show up promptly, not only when
+/// a batch fills or the process exits.
+#[tokio::test]
+async fn an_access_line_is_written_within_a_second_of_its_request() {
+    let mut app = BinaryApp::start(&[("SESSION_SECRET", SECRET_A), ("LOG_FORMAT", "json")]);
+    let res = client()
+        .get(format!("{}/", app.address()))
+        .header("x-request-id", "prompt-line-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = std::time::Instant::now();
+    while !app.stdout().contains("prompt-line-1") {
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "no access line a second after the request:\n{}",
+            app.stdout()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(app.terminate(Duration::from_secs(5)).success());
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero_in_time() {
     let redis = RedisServer::start();
