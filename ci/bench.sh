@@ -578,22 +578,22 @@ if [[ " $SERVERS " == *" ours "* ]]; then
   key=$(rcli --scan --pattern 'sess:*' | awk '$0 != "sess:secret" && !k { k = $0 } END { print k }')
   [ -n "$key" ] || die "no session key for the ceiling run"
   # The server embeds this file with include_str!, so it is the script, byte for byte.
-  [ -s "$OURS_SRC/src/session/store/lua/apply.lua" ] \
-    || die "src/session/store/lua/apply.lua not found in the benchmarked revision"
-  cp "$OURS_SRC/src/session/store/lua/apply.lua" "$RUNS/apply.lua"
-  sha=$(sha1sum "$RUNS/apply.lua" | cut -c1-40)
+  [ -s "$OURS_SRC/src/session/store/lua/touch.lua" ] \
+    || die "src/session/store/lua/touch.lua not found in the benchmarked revision"
+  cp "$OURS_SRC/src/session/store/lua/touch.lua" "$RUNS/touch.lua"
+  sha=$(sha1sum "$RUNS/touch.lua" | cut -c1-40)
   # Our server loaded its script while serving; the same SHA proves it is the same text.
   [ "$(rcli SCRIPT EXISTS "$sha" | tr -d '\r')" = 1 ] \
-    || CEIL_NOTE="src/session/store/lua/apply.lua does not match the script our server loaded; the ceiling is approximate"
-  loaded=$(rcli -x SCRIPT LOAD <"$RUNS/apply.lua" | tr -d '\r')
+    || CEIL_NOTE="src/session/store/lua/touch.lua does not match the script our server loaded; the ceiling is approximate"
+  loaded=$(rcli -x SCRIPT LOAD <"$RUNS/touch.lua" | tr -d '\r')
   [ "$loaded" = "$sha" ] || die "SCRIPT LOAD answered $loaded, expected $sha"
   for conns in $CONNECTIONS; do
     # A short probe sizes the real run to about BENCH_DURATION.
-    probe=$(redis-benchmark -p "$RPORT" -c "$conns" -n 20000 --csv EVALSHA "$sha" 1 "$key" 1800 x visits 1 0 \
+    probe=$(redis-benchmark -p "$RPORT" -c "$conns" -n 20000 --csv EVALSHA "$sha" 1 "$key" 1800 visits 1 \
       | awk -F'","' 'NR == 2 { print int($2) }')
     reqs=$(( ${probe:-50000} * DUR_S ))
     before=$(rcli HGET "$key" visits)
-    redis-benchmark -p "$RPORT" -c "$conns" -n "$reqs" --csv EVALSHA "$sha" 1 "$key" 1800 x visits 1 0 >"$RUNS/ceiling-c$conns.csv"
+    redis-benchmark -p "$RPORT" -c "$conns" -n "$reqs" --csv EVALSHA "$sha" 1 "$key" 1800 visits 1 >"$RUNS/ceiling-c$conns.csv"
     after=$(rcli HGET "$key" visits)
     [ $(( after - before )) -eq "$reqs" ] || die "redis-benchmark counted $((after - before)) of $reqs increments"
     IFS=$'\t' read -r "CEIL_RPS[$conns]" "CEIL_P50[$conns]" "CEIL_P99[$conns]" < <(

@@ -301,7 +301,7 @@ def report(tsv: str, meta_path: str, out_md: str, out_svg: str) -> None:
             f"{int(meta.get(f'hwm_kb_{s}', 0)) / 1024:.1f} MB{extra} |")
 
     if has_ours:
-        add("\n## Redis ceiling (redis-benchmark: the one EVALSHA of src/session/store/lua/apply.lua "
+        add("\n## Redis ceiling (redis-benchmark: the one EVALSHA of src/session/store/lua/touch.lua "
             "that a counter request costs, on an existing session)\n")
         add("| conns | EVALSHA/s | p50 | p99 | ours, one cookie, req/s | ours ÷ ceiling |")
         add("| ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -341,8 +341,8 @@ impl SessionState {
             .filter(|(_, v)| v.is_none())
             .map(|(f, _)| f.as_str())
             .collect();
-        // A 256-bit id collides only by miracle, but a bounded retry costs nothing.
-        for _ in 0..4 {
+        // At most twice: the known session, then, if it is gone, a new one.
+        for _ in 0..2 {
             let (id, presence) = match current.take() {
                 Some(id) => (id, Presence::MustExist),
                 None => {
@@ -350,13 +350,13 @@ impl SessionState {
                         // Nothing to create: an empty session does not exist.
                         return Ok(None);
                     }
-                    (SessionId::generate()?, Presence::MustBeNew)
+                    (SessionId::generate()?, Presence::New)
                 }
             };
             let update = Update {
                 presence,
                 set: set.clone(),
-                remove: if presence == Presence::MustBeNew {
+                remove: if presence == Presence::New {
                     Vec::new()
                 } else {
                     remove.clone()
@@ -377,7 +377,7 @@ impl SessionState {
                         }
                         _ => true,
                     };
-                    if presence == Presence::MustBeNew {
+                    if presence == Presence::New {
                         metrics::session_created();
                         state.cache = Some(Record::new());
                     }
@@ -403,11 +403,11 @@ impl SessionState {
                     state.identity = Identity::Gone;
                     state.cache = None;
                 }
-                Applied::Exists => {}
             }
         }
+        // Only a store that reports a new session missing gets here.
         Err(SessionError::Store(StoreError::Protocol(
-            "could not find a free session id".into(),
+            "the store reported a new session missing".into(),
         )))
     }
 }

@@ -116,19 +116,11 @@ macro_rules! store_suite {
 store_suite! {
     a_new_session_is_created_with_its_fields_and_counter(store) {
         let k = key();
-        let done = store.apply(&k, &update(Presence::MustBeNew, &[("name", "\"ada\"")], &[], Some(("visits", 1)))).await.unwrap();
+        let done = store.apply(&k, &update(Presence::New, &[("name", "\"ada\"")], &[], Some(("visits", 1)))).await.unwrap();
         assert_eq!(done, Applied::Done(Some(1)));
         let record = store.load(&k, TTL).await.unwrap().unwrap();
         assert_eq!(record.get("name").map(String::as_str), Some("\"ada\""));
         assert_eq!(record.get("visits").map(String::as_str), Some("1"));
-    }
-
-    creating_over_an_existing_session_is_refused(store) {
-        let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
-        let again = store.apply(&k, &update(Presence::MustBeNew, &[("a", "2")], &[], None)).await.unwrap();
-        assert_eq!(again, Applied::Exists);
-        assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["a"], "1", "untouched");
     }
 
     a_missing_session_is_reported_and_never_revived(store) {
@@ -140,7 +132,7 @@ store_suite! {
 
     updates_are_deltas_that_keep_other_fields(store) {
         let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1"), ("b", "2"), ("c", "3")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::New, &[("a", "1"), ("b", "2"), ("c", "3")], &[], None)).await.unwrap();
         store.apply(&k, &update(Presence::MustExist, &[("b", "20")], &["c"], Some(("n", 5)))).await.unwrap();
         let record = store.load(&k, TTL).await.unwrap().unwrap();
         assert_eq!(record.len(), 3, "{record:?}");
@@ -149,7 +141,7 @@ store_suite! {
 
     concurrent_increments_are_all_counted(store) {
         let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[], &[], Some(("n", 0)))).await.unwrap();
+        store.apply(&k, &update(Presence::New, &[], &[], Some(("n", 0)))).await.unwrap();
         let step = update(Presence::MustExist, &[], &[], Some(("n", 1)));
         let futures = (0..200).map(|_| store.apply(&k, &step));
         // Polled concurrently on this task, the way many requests share a store.
@@ -162,21 +154,21 @@ store_suite! {
     delete_reports_whether_there_was_a_session(store) {
         let k = key();
         assert!(!store.delete(&k).await.unwrap());
-        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::New, &[("a", "1")], &[], None)).await.unwrap();
         assert!(store.delete(&k).await.unwrap());
         assert!(store.load(&k, TTL).await.unwrap().is_none());
     }
 
     removing_every_field_removes_the_session(store) {
         let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[("a", "1")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::New, &[("a", "1")], &[], None)).await.unwrap();
         store.apply(&k, &update(Presence::MustExist, &[], &["a"], None)).await.unwrap();
         assert!(store.load(&k, TTL).await.unwrap().is_none());
     }
 
     sessions_expire_and_touches_slide_the_lifetime(store) {
         let (short, slid) = (key(), key());
-        let mut u = update(Presence::MustBeNew, &[("a", "1")], &[], None);
+        let mut u = update(Presence::New, &[("a", "1")], &[], None);
         u.ttl = Duration::from_secs(1);
         store.apply(&short, &u).await.unwrap();
         store.apply(&slid, &u).await.unwrap();
@@ -189,21 +181,21 @@ store_suite! {
 
     a_counter_over_a_non_number_is_an_error_and_changes_nothing(store) {
         let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[("n", "\"text\"")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::New, &[("n", "\"text\"")], &[], None)).await.unwrap();
         assert!(store.apply(&k, &update(Presence::MustExist, &[], &[], Some(("n", 1)))).await.is_err());
         assert_eq!(store.load(&k, TTL).await.unwrap().unwrap()["n"], "\"text\"");
     }
 
     a_failing_counter_writes_nothing_not_even_a_new_session(store) {
         let k = key();
-        let bad = update(Presence::MustBeNew, &[("visits", "\"abc\""), ("other", "1")], &[], Some(("visits", 1)));
+        let bad = update(Presence::New, &[("visits", "\"abc\""), ("other", "1")], &[], Some(("visits", 1)));
         assert!(store.apply(&k, &bad).await.is_err());
         assert!(store.load(&k, TTL).await.unwrap().is_none(), "no half-written session without a lifetime");
     }
 
     a_counter_that_is_set_or_removed_in_the_same_update_starts_from_there(store) {
         let k = key();
-        store.apply(&k, &update(Presence::MustBeNew, &[("n", "5")], &[], None)).await.unwrap();
+        store.apply(&k, &update(Presence::New, &[("n", "5")], &[], None)).await.unwrap();
         let set_then_add = store.apply(&k, &update(Presence::MustExist, &[("n", "10")], &[], Some(("n", 1)))).await.unwrap();
         assert_eq!(set_then_add, Applied::Done(Some(11)));
         let remove_then_add = store.apply(&k, &update(Presence::MustExist, &[], &["n"], Some(("n", 2)))).await.unwrap();
@@ -233,7 +225,7 @@ async fn the_memory_store_is_bounded_and_evicts_the_oldest_first() {
     let keys: Vec<_> = (0..4).map(|_| key()).collect();
     for k in &keys {
         store
-            .apply(k, &update(Presence::MustBeNew, &[("a", "1")], &[], None))
+            .apply(k, &update(Presence::New, &[("a", "1")], &[], None))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -250,19 +242,19 @@ async fn the_memory_store_is_bounded_and_evicts_the_oldest_first() {
 async fn the_memory_store_drops_expired_sessions_before_evicting_live_ones() {
     let store = MemoryStore::new(2);
     let (old, live, new) = (key(), key(), key());
-    let mut short = update(Presence::MustBeNew, &[("a", "1")], &[], None);
+    let mut short = update(Presence::New, &[("a", "1")], &[], None);
     short.ttl = Duration::from_millis(1);
     store
         .apply(
             &live,
-            &update(Presence::MustBeNew, &[("a", "1")], &[], None),
+            &update(Presence::New, &[("a", "1")], &[], None),
         )
         .await
         .unwrap();
     store.apply(&old, &short).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     store
-        .apply(&new, &update(Presence::MustBeNew, &[("a", "1")], &[], None))
+        .apply(&new, &update(Presence::New, &[("a", "1")], &[], None))
         .await
         .unwrap();
     assert!(

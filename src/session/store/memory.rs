@@ -111,11 +111,8 @@ impl SessionStore for MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.sweep(now);
-        let exists = inner.sessions.contains_key(key);
-        match (update.presence, exists) {
-            (Presence::MustExist, false) => return Ok(Applied::Missing),
-            (Presence::MustBeNew, true) => return Ok(Applied::Exists),
-            _ => {}
+        if update.presence == Presence::MustExist && !inner.sessions.contains_key(key) {
+            return Ok(Applied::Missing);
         }
         // Validate the counter before changing anything, as Redis's script does: a failed
         // update must leave the session exactly as it was.

@@ -1,17 +1,15 @@
 -- Applies a session update in one atomic step on one key.
 --
--- KEYS[1] session key. ARGV: ttl seconds, "x" (must exist) or "n" (must be new), counter
--- field or "", counter step, n = number of fields to set, n field/value pairs, then fields
--- to remove.
+-- The general case; touch.lua and create.lua are cheaper for the two common ones.
 --
--- Returns {1, counter?}, {0} if a must-exist session is gone, {-1} if a must-be-new key exists.
+-- KEYS[1] session key. ARGV: ttl seconds, "x" (must exist) or "n" (new, under a fresh
+-- random id: not checked, see create.lua), counter field or "", counter step, n = number of
+-- fields to set, n field/value pairs, then fields to remove.
+--
+-- Returns {1, counter?}, or {0} if a must-exist session is gone.
 local key = KEYS[1]
-if ARGV[2] == 'x' then
-  -- EXPIRE doubles as the existence check: it answers 0 for a missing key.
-  if redis.call('EXPIRE', key, ARGV[1]) == 0 then return {0} end
-elseif redis.call('EXISTS', key) == 1 then
-  return {-1}
-end
+-- EXPIRE doubles as the existence check: it answers 0 for a missing key.
+if ARGV[2] == 'x' and redis.call('EXPIRE', key, ARGV[1]) == 0 then return {0} end
 local n = tonumber(ARGV[5])
 local field = ARGV[3]
 -- Redis does not undo a failing script's earlier writes, so nothing may fail after the

@@ -34,6 +34,12 @@ use crate::telemetry::metrics::{self, RedisOperation, RedisTimer};
 /// Applies a session update: sets, removes and an increment on one key, in one step.
 const APPLY_LUA: &str = include_str!("../lua/apply.lua");
 
+/// The counter request's hot path: an increment on an existing session, sliding its lifetime.
+const TOUCH_LUA: &str = include_str!("../lua/touch.lua");
+
+/// Creates a session with its fields and lifetime, not checking that the fresh id is free.
+const CREATE_LUA: &str = include_str!("../lua/create.lua");
+
 /// Returns the session's fields and slides its lifetime, or nil if it does not exist.
 const LOAD_LUA: &str = include_str!("../lua/load.lua");
 
@@ -60,6 +66,8 @@ pub struct RedisStore {
     timeout: Duration,
     secret_key: String,
     apply: Lua,
+    touch: Lua,
+    create: Lua,
     load: Lua,
     secret: Lua,
     probe: Lua,
@@ -108,6 +116,8 @@ impl RedisStore {
             timeout,
             secret_key,
             apply: Lua::new(APPLY_LUA),
+            touch: Lua::new(TOUCH_LUA),
+            create: Lua::new(CREATE_LUA),
             load: Lua::new(LOAD_LUA),
             secret: Lua::new(SECRET_LUA),
             probe: Lua::new(PROBE_LUA),
@@ -352,33 +362,28 @@ impl SessionStore for RedisStore {
         timer.finish(reply.and_then(record_from))
     }
 
+    /// The two common updates get scripts of their own, each cheaper for Redis than the
+    /// general one: a counter increment on an existing session (every counter page) and the
+    /// creation of a session (every first visit).
     async fn apply(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
-        let mut cmd = self.apply.call(key);
-        cmd.arg(ttl_secs(update.ttl))
-            .arg(match update.presence {
-                Presence::MustExist => "x",
-                Presence::MustBeNew => "n",
-            })
-            .arg(update.incr.map_or("", |(field, _)| field))
-            .arg(update.incr.map_or(0, |(_, by)| by))
-            .arg(update.set.len());
-        for (field, value) in &update.set {
-            cmd.arg(*field).arg(*value);
-        }
-        for field in &update.remove {
-            cmd.arg(*field);
-        }
         let timer = RedisTimer::start(RedisOperation::Apply);
-        let reply = self.query::<Vec<i64>>(&cmd, Some(&self.apply), Retry::Never);
-        timer.finish(reply.await.and_then(|reply| match reply.as_slice() {
-            [1] => Ok(Applied::Done(None)),
-            [1, n] => Ok(Applied::Done(Some(*n))),
-            [0] => Ok(Applied::Missing),
-            [-1] => Ok(Applied::Exists),
-            other => Err(StoreError::Protocol(format!(
-                "apply script answered {other:?}"
-            ))),
-        }))
+        let result = match (update.presence, update.incr) {
+            (Presence::MustExist, Some((field, by)))
+                if update.set.is_empty() && update.remove.is_empty() =>
+            {
+                self.touch_counter(key, update.ttl, field, by).await
+            }
+            (Presence::New, incr)
+                if update.remove.is_empty()
+                    && !(update.set.is_empty() && incr.is_none())
+                    && incr
+                        .is_none_or(|(field, _)| update.set.iter().all(|(f, _)| *f != field)) =>
+            {
+                self.create(key, update).await
+            }
+            _ => self.apply_any(key, update).await,
+        };
+        timer.finish(result)
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<bool, StoreError> {
@@ -412,6 +417,71 @@ impl SessionStore for RedisStore {
 }
 
 impl RedisStore {
+    /// [`touch.lua`](../lua/touch.lua): `Missing` when the session is gone.
+    async fn touch_counter(
+        &self,
+        key: &SessionKey,
+        ttl: Duration,
+        field: &str,
+        by: i64,
+    ) -> Result<Applied, StoreError> {
+        let mut cmd = self.touch.call(key);
+        cmd.arg(ttl_secs(ttl)).arg(field).arg(by);
+        let counter = self
+            .query::<Option<i64>>(&cmd, Some(&self.touch), Retry::Never)
+            .await?;
+        Ok(counter.map_or(Applied::Missing, |n| Applied::Done(Some(n))))
+    }
+
+    /// [`create.lua`](../lua/create.lua): the fields, and the counter starting at its step.
+    async fn create(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
+        let mut cmd = self.create.call(key);
+        cmd.arg(ttl_secs(update.ttl));
+        for (field, value) in &update.set {
+            cmd.arg(*field).arg(*value);
+        }
+        if let Some((field, by)) = update.incr {
+            cmd.arg(field).arg(by);
+        }
+        self.query::<i64>(&cmd, Some(&self.create), Retry::Never)
+            .await?;
+        Ok(Applied::Done(update.incr.map(|(_, by)| by)))
+    }
+
+    /// [`apply.lua`](../lua/apply.lua): any mix of sets, removals and an increment.
+    async fn apply_any(
+        &self,
+        key: &SessionKey,
+        update: &Update<'_>,
+    ) -> Result<Applied, StoreError> {
+        let mut cmd = self.apply.call(key);
+        cmd.arg(ttl_secs(update.ttl))
+            .arg(match update.presence {
+                Presence::MustExist => "x",
+                Presence::New => "n",
+            })
+            .arg(update.incr.map_or("", |(field, _)| field))
+            .arg(update.incr.map_or(0, |(_, by)| by))
+            .arg(update.set.len());
+        for (field, value) in &update.set {
+            cmd.arg(*field).arg(*value);
+        }
+        for field in &update.remove {
+            cmd.arg(*field);
+        }
+        let reply = self
+            .query::<Vec<i64>>(&cmd, Some(&self.apply), Retry::Never)
+            .await?;
+        match reply.as_slice() {
+            [1] => Ok(Applied::Done(None)),
+            [1, n] => Ok(Applied::Done(Some(*n))),
+            [0] => Ok(Applied::Missing),
+            other => Err(StoreError::Protocol(format!(
+                "apply script answered {other:?}"
+            ))),
+        }
+    }
+
     /// The readiness check behind [`SessionStore::ping`].
     async fn check(&self) -> Result<(), StoreError> {
         // First whether this service's ACL user may run what it needs (and whether the node
