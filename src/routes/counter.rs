@@ -5,7 +5,6 @@ use actix_web::{HttpResponse, web};
 
 use super::{AppInfo, Readiness, VISITS, no_store};
 use crate::session::{Session, SessionError};
-use crate::views::{CounterPage, counter_page};
 
 /// `GET /`: counts the visit in one store round trip and shows the count.
 pub async fn page(
@@ -13,15 +12,9 @@ pub async fn page(
     info: web::Data<AppInfo>,
 ) -> Result<HttpResponse, SessionError> {
     let visits = session.incr(VISITS, 1).await?;
-    let markup = counter_page(&CounterPage {
-        visits,
-        instance_index: info.instance_index,
-        store: info.store,
-        ttl_seconds: info.ttl_seconds,
-    });
     Ok(no_store(HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
-        .body(markup.into_string()))
+        .body(info.page.render(visits)))
 }
 
 /// `HEAD /`: the headers `GET /` would get, without counting a visit, touching the session

@@ -13,6 +13,7 @@ use actix_web::{HttpRequest, web};
 
 use crate::config::Settings;
 use crate::session::{SessionStore, StoreKind};
+use crate::views::{CounterPage, CounterTemplate};
 
 pub use self::errors::{error_response, is_api_path, render_server_errors};
 
@@ -25,14 +26,23 @@ pub struct AppInfo {
     pub store: StoreKind,
     /// Session lifetime in seconds.
     pub ttl_seconds: u64,
+    /// The counter page, rendered but for the count.
+    pub page: CounterTemplate,
 }
 
 impl From<&Settings> for AppInfo {
     fn from(settings: &Settings) -> Self {
-        Self {
+        let page = CounterPage {
+            visits: 0,
             instance_index: settings.platform.instance_index,
             store: StoreKind::from(&settings.store),
             ttl_seconds: settings.session.ttl.as_secs(),
+        };
+        Self {
+            instance_index: page.instance_index,
+            store: page.store,
+            ttl_seconds: page.ttl_seconds,
+            page: CounterTemplate::new(&page),
         }
     }
 }
