@@ -1,6 +1,7 @@
 //! Logs: JSON lines on the platform, readable text locally, one line per request; and
 //! Prometheus [`metrics`].
 
+pub mod access;
 pub mod metrics;
 pub mod output;
 
@@ -47,20 +48,11 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         LogFormat::Text => builder.with_target(false).compact().try_init(),
     };
     if result.is_ok() {
-        ACCESS_LINE_REPEATS_ID.store(
-            settings.format == LogFormat::Json,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        access::use_json(settings.format == LogFormat::Json);
     }
     // Already installed (tests start many applications in one process): keep the first.
     LogGuard(())
 }
-
-/// Whether the access line carries `request_id` as a field of its own. JSON lines need it at
-/// the top level, where log search looks; text lines already end with the span's, and
-/// would otherwise print it twice.
-static ACCESS_LINE_REPEATS_ID: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(true);
 
 /// An error and all its sources, joined by ": ", for the log.
 ///
@@ -166,28 +158,24 @@ impl RootSpanBuilder for RequestSpan {
         span: Span,
         outcome: &Result<ServiceResponse<B>, actix_web::Error>,
     ) {
-        let _entered = span.enter();
         match outcome {
             Ok(res) => {
                 let req = res.request();
-                let (request_id, duration_ms) = req
-                    .extensions()
+                let extensions = req.extensions();
+                let (request_id, duration) = extensions
                     .get::<RequestId>()
-                    .map(|r| (r.id.clone(), r.started.elapsed().as_secs_f64() * 1000.0))
+                    .map(|r| (r.id.as_str(), r.started.elapsed()))
                     .unwrap_or_default();
-                tracing::info!(
-                    target: "redis_sessions::access",
-                    method = %req.method(),
-                    path = %req.path(),
-                    status = res.status().as_u16(),
-                    duration_ms = (duration_ms * 1000.0).round() / 1000.0,
-                    request_id = ACCESS_LINE_REPEATS_ID
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        .then_some(request_id.as_str()),
-                    "request"
-                );
+                access::write(&access::Access {
+                    method: req.method().as_str(),
+                    path: req.path(),
+                    status: res.status().as_u16(),
+                    duration,
+                    request_id,
+                });
             }
             Err(err) => {
+                let _entered = span.enter();
                 tracing::error!(target: "redis_sessions::access", reason = %err, "request failed before a response");
             }
         }

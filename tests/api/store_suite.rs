@@ -245,10 +245,7 @@ async fn the_memory_store_drops_expired_sessions_before_evicting_live_ones() {
     let mut short = update(Presence::New, &[("a", "1")], &[], None);
     short.ttl = Duration::from_millis(1);
     store
-        .apply(
-            &live,
-            &update(Presence::New, &[("a", "1")], &[], None),
-        )
+        .apply(&live, &update(Presence::New, &[("a", "1")], &[], None))
         .await
         .unwrap();
     store.apply(&old, &short).await.unwrap();
