@@ -242,6 +242,7 @@ thread_local! {
     static REDIS_HANDLES: std::cell::RefCell<Vec<(RedisOperation, &'static str, ::metrics::Histogram)>> =
         const { std::cell::RefCell::new(Vec::new()) };
     static POOL_WAIT: std::cell::OnceCell<::metrics::Histogram> = const { std::cell::OnceCell::new() };
+    static SESSIONS_CREATED_HANDLE: std::cell::OnceCell<::metrics::Counter> = const { std::cell::OnceCell::new() };
 }
 
 /// A Redis operation, for the `operation` label.
@@ -363,10 +364,13 @@ fn redis_pool_gauges(totals: PoolTotals) {
     gauge!(REDIS_POOL_WAITING).set(totals.waiting as f64);
 }
 
-/// Counts a session created.
+/// Counts a session created: once per first visit, so through a handle kept per thread
+/// rather than a registry lookup each time.
 pub fn session_created() {
     if enabled() {
-        counter!(SESSIONS_CREATED).increment(1);
+        SESSIONS_CREATED_HANDLE.with(|h| {
+            h.get_or_init(|| counter!(SESSIONS_CREATED)).increment(1);
+        });
     }
 }
 
