@@ -9,7 +9,6 @@ use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::{ErrorHandlers, Next, from_fn};
 use actix_web::{App, HttpServer, web};
-use tracing_actix_web::TracingLogger;
 
 use crate::config::{RedisSource, RedisTopology, Settings, StoreSettings};
 use crate::routes::{self, AppInfo, Readiness};
@@ -17,7 +16,7 @@ use crate::session::store::{MemoryStore, RedisStore};
 use crate::session::{
     SessionConfig, SessionError, SessionMiddleware, SessionStore, SigningKeys, StoreKind,
 };
-use crate::telemetry::{self, RequestSpan, metrics};
+use crate::telemetry::{self, RequestLog, metrics};
 
 /// Largest request body accepted. No route reads a body; this only bounds abuse.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -235,8 +234,7 @@ impl Application {
                 ))
                 .wrap(ErrorHandlers::new().default_handler_server(routes::render_server_errors))
                 .wrap(from_fn(enforce_limits))
-                .wrap(TracingLogger::<RequestSpan>::new())
-                .wrap(from_fn(telemetry::echo_request_id))
+                .wrap(RequestLog)
         })
         .workers(settings.http.workers)
         .max_connections(MAX_CONNECTIONS_PER_WORKER)

@@ -4,16 +4,10 @@
 pub mod access;
 pub mod metrics;
 pub mod output;
+mod request;
 
-use std::time::Instant;
+pub use request::{RequestId, RequestLog};
 
-use actix_web::HttpMessage;
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use tracing::Span;
-use tracing_actix_web::RootSpanBuilder;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LogSettings};
@@ -73,113 +67,6 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     chain
-}
-
-/// The request's id: the router's, or the UUID tracing-actix-web made for the request.
-#[derive(Clone, Debug)]
-pub struct RequestId {
-    id: String,
-    started: Instant,
-}
-
-impl RequestId {
-    /// The id text.
-    pub fn as_str(&self) -> &str {
-        &self.id
-    }
-}
-
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
-
-/// Accepts an incoming id only if it is short, printable ASCII: it ends up in every log line.
-fn acceptable(value: &HeaderValue) -> Option<&str> {
-    let text = value.to_str().ok()?;
-    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then_some(text)
-}
-
-/// The id from `X-Vcap-Request-Id` (the Cloud Foundry router's) or `X-Request-Id`, else the
-/// UUID that `TracingLogger` made: one id per request, whichever way it came.
-fn request_id_of(request: &ServiceRequest) -> String {
-    let headers = request.headers();
-    headers
-        .get(&X_VCAP_REQUEST_ID)
-        .and_then(acceptable)
-        .or_else(|| headers.get(&X_REQUEST_ID).and_then(acceptable))
-        .map(str::to_owned)
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<tracing_actix_web::RequestId>()
-                .map(|uuid| uuid.to_string())
-        })
-        .unwrap_or_default()
-}
-
-/// Middleware outside `TracingLogger`: echoes the request's id back as `X-Request-Id`.
-/// Being outermost, it also records each request's duration and final status for the
-/// metrics.
-pub async fn echo_request_id(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let outcome = next.call(req).await;
-    metrics::http_request(&method, &outcome, started);
-    let mut res = outcome?;
-    let id = res
-        .request()
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|r| HeaderValue::from_str(&r.id).ok());
-    if let Some(value) = id {
-        res.headers_mut().insert(X_REQUEST_ID.clone(), value);
-    }
-    Ok(res)
-}
-
-/// The per-request span, and the one log line written when the request ends.
-pub struct RequestSpan;
-
-impl RootSpanBuilder for RequestSpan {
-    fn on_request_start(request: &ServiceRequest) -> Span {
-        let id = request_id_of(request);
-        let span = tracing::info_span!("request", request_id = %id);
-        request.extensions_mut().insert(RequestId {
-            id,
-            started: Instant::now(),
-        });
-        span
-    }
-
-    fn on_request_end<B: MessageBody>(
-        span: Span,
-        outcome: &Result<ServiceResponse<B>, actix_web::Error>,
-    ) {
-        match outcome {
-            Ok(res) => {
-                let req = res.request();
-                let extensions = req.extensions();
-                let (request_id, duration) = extensions
-                    .get::<RequestId>()
-                    .map(|r| (r.id.as_str(), r.started.elapsed()))
-                    .unwrap_or_default();
-                access::write(&access::Access {
-                    method: req.method().as_str(),
-                    path: req.path(),
-                    status: res.status().as_u16(),
-                    duration,
-                    request_id,
-                });
-            }
-            Err(err) => {
-                let _entered = span.enter();
-                tracing::error!(target: "redis_sessions::access", reason = %err, "request failed before a response");
-            }
-        }
-    }
 }
 
 #[cfg(test)]
