@@ -6,7 +6,7 @@ pub mod metrics;
 pub mod output;
 mod request;
 
-pub use request::{RequestId, RequestLog};
+pub use request::RequestLog;
 
 use tracing_subscriber::EnvFilter;
 

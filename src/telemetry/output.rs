@@ -145,11 +145,10 @@ impl Write for LineWriter {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        let batch = LOCAL.with(|l| l.borrow().as_ref().map(|l| l.0.clone()));
-        match batch {
-            Some(batch) => batch.push(buf),
+        LOCAL.with(|l| match l.borrow().as_ref() {
+            Some(local) => local.0.push(buf),
             None => io::stdout().lock().write_all(buf),
-        }
+        })
     }
 
     fn flush(&mut self) -> io::Result<()> {

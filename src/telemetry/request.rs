@@ -8,26 +8,12 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::time::Instant;
 
-use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use tracing::Instrument;
 
 use super::{access, metrics};
-
-/// The request's id: the router's, or a UUID made for the request.
-#[derive(Clone, Debug)]
-pub struct RequestId {
-    id: String,
-}
-
-impl RequestId {
-    /// The id text.
-    pub fn as_str(&self) -> &str {
-        &self.id
-    }
-}
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
@@ -95,8 +81,6 @@ where
         let id = request_id_of(req.headers());
         let span = tracing::info_span!("request", request_id = %id);
         let method = req.method().clone();
-        let header = HeaderValue::from_str(&id).ok();
-        req.extensions_mut().insert(RequestId { id });
         let inner = span.in_scope(|| self.service.call(req));
         Box::pin(async move {
             let outcome = inner.instrument(span.clone()).await;
@@ -110,18 +94,16 @@ where
                     return Err(err);
                 }
             };
-            {
-                let req = res.request();
-                let extensions = req.extensions();
-                access::write(&access::Access {
-                    method: req.method().as_str(),
-                    path: req.path(),
-                    status: res.status().as_u16(),
-                    duration: started.elapsed(),
-                    request_id: extensions.get::<RequestId>().map_or("", RequestId::as_str),
-                });
-            }
-            if let Some(value) = header {
+            let req = res.request();
+            access::write(&access::Access {
+                method: req.method().as_str(),
+                path: req.path(),
+                status: res.status().as_u16(),
+                duration: started.elapsed(),
+                request_id: &id,
+            });
+            // Accepted ids are printable ASCII and UUIDs are hex, so this always succeeds.
+            if let Ok(value) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(X_REQUEST_ID.clone(), value);
             }
             Ok(res)
