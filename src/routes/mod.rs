@@ -33,7 +33,6 @@ pub struct AppInfo {
 impl From<&Settings> for AppInfo {
     fn from(settings: &Settings) -> Self {
         let page = CounterPage {
-            visits: 0,
             instance_index: settings.platform.instance_index,
             store: StoreKind::from(&settings.store),
             ttl_seconds: settings.session.ttl.as_secs(),

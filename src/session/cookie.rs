@@ -204,17 +204,16 @@ impl Keyring {
     ///
     /// Separate from [`sign`](Self::sign) so tests can make cookies issued in the past.
     pub fn sign_at(&self, id: &SessionId, issued: u64) -> String {
+        use std::fmt::Write;
         let mut value = String::with_capacity(COOKIE_VALUE_LEN);
         value.push_str(id.as_str());
-        value.push('.');
-        let mut digits = [b'0'; ISSUED_LEN];
-        let mut rest = issued.min(MAX_ISSUED);
-        for digit in digits.iter_mut().rev() {
-            // A remainder below 10 always fits a byte.
-            *digit = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        value.extend(digits.iter().map(|&d| char::from(d)));
+        // Writing to a String cannot fail.
+        let _ = write!(
+            value,
+            ".{:0width$}",
+            issued.min(MAX_ISSUED),
+            width = ISSUED_LEN
+        );
         // The signed part is the value so far, so the MAC needs no buffer of its own.
         let mut mac = self.macs[0].clone();
         mac.update(value.as_bytes());

@@ -4,11 +4,9 @@ use maud::{DOCTYPE, Markup, PreEscaped, Render, html};
 
 use crate::session::StoreKind;
 
-/// Everything the counter page shows.
-#[derive(Debug)]
+/// What the counter page shows besides the count: fixed while the process runs.
+#[derive(Clone, Copy, Debug)]
 pub struct CounterPage {
-    /// Visits counted in this session, this one included.
-    pub visits: i64,
     /// Index of the instance that served the page.
     pub instance_index: u32,
     /// Where sessions are kept.
@@ -57,10 +55,10 @@ fn ttl_text(seconds: u64) -> String {
     }
 }
 
-/// The visit counter page.
-pub fn counter_page(page: &CounterPage) -> Markup {
-    let times = if page.visits == 1 { "time" } else { "times" };
-    counter_markup(page, page.visits, times)
+/// The visit counter page for this many visits, this one included.
+pub fn counter_page(page: &CounterPage, visits: i64) -> Markup {
+    let times = if visits == 1 { "time" } else { "times" };
+    counter_markup(page, visits, times)
 }
 
 /// The page around its two variable parts, the count and the word after it.
@@ -107,7 +105,7 @@ pub struct CounterTemplate {
 }
 
 impl CounterTemplate {
-    /// Renders everything on the page that `fixed` determines; its `visits` is not used.
+    /// Renders everything on the page but the count.
     pub fn new(fixed: &CounterPage) -> Self {
         let page =
             counter_markup(fixed, PreEscaped(COUNT_SLOT), PreEscaped(WORD_SLOT)).into_string();
@@ -155,12 +153,14 @@ mod tests {
 
     #[test]
     fn the_page_shows_the_count_instance_store_and_lifetime() {
-        let html = counter_page(&CounterPage {
-            visits: 7,
-            instance_index: 3,
-            store: StoreKind::Redis,
-            ttl_seconds: 1800,
-        })
+        let html = counter_page(
+            &CounterPage {
+                instance_index: 3,
+                store: StoreKind::Redis,
+                ttl_seconds: 1800,
+            },
+            7,
+        )
         .into_string();
         assert!(html.contains(r#"<span id="visits">7</span>"#), "{html}");
         assert!(html.contains("You have visited this page"));
@@ -177,25 +177,26 @@ mod tests {
         #[test]
         fn the_template_renders_exactly_what_maud_renders(visits in proptest::num::i64::ANY, index in 0u32..100, memory in proptest::bool::ANY, ttl in 1u64..100_000) {
             let page = CounterPage {
-                visits,
                 instance_index: index,
                 store: if memory { StoreKind::Memory } else { StoreKind::Redis },
                 ttl_seconds: ttl,
             };
-            let template = CounterTemplate::new(&CounterPage { visits: 0, ..page });
-            proptest::prop_assert_eq!(template.render(visits), counter_page(&page).into_string());
-            proptest::prop_assert_eq!(template.render(1), counter_page(&CounterPage { visits: 1, ..page }).into_string());
+            let template = CounterTemplate::new(&page);
+            proptest::prop_assert_eq!(template.render(visits), counter_page(&page, visits).into_string());
+            proptest::prop_assert_eq!(template.render(1), counter_page(&page, 1).into_string());
         }
     }
 
     #[test]
     fn the_memory_store_is_flagged_on_the_page() {
-        let html = counter_page(&CounterPage {
-            visits: 1,
-            instance_index: 0,
-            store: StoreKind::Memory,
-            ttl_seconds: 90,
-        })
+        let html = counter_page(
+            &CounterPage {
+                instance_index: 0,
+                store: StoreKind::Memory,
+                ttl_seconds: 90,
+            },
+            1,
+        )
         .into_string();
         assert!(html.contains("per instance") && html.contains(r#"role="alert""#));
         assert!(

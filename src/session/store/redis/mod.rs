@@ -367,20 +367,19 @@ impl SessionStore for RedisStore {
     /// creation of a session (every first visit).
     async fn apply(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
         let timer = RedisTimer::start(RedisOperation::Apply);
+        let only_incr = update.set.is_empty() && update.remove.is_empty();
+        // A counter that is also being set needs apply.lua's check that the value set is an
+        // integer, and create.lua needs at least one field (HSET takes no empty list).
+        let plain_create = update.remove.is_empty()
+            && match update.incr {
+                Some((field, _)) => update.set.iter().all(|(f, _)| *f != field),
+                None => !update.set.is_empty(),
+            };
         let result = match (update.presence, update.incr) {
-            (Presence::MustExist, Some((field, by)))
-                if update.set.is_empty() && update.remove.is_empty() =>
-            {
+            (Presence::MustExist, Some((field, by))) if only_incr => {
                 self.touch_counter(key, update.ttl, field, by).await
             }
-            (Presence::New, incr)
-                if update.remove.is_empty()
-                    && !(update.set.is_empty() && incr.is_none())
-                    && incr
-                        .is_none_or(|(field, _)| update.set.iter().all(|(f, _)| *f != field)) =>
-            {
-                self.create(key, update).await
-            }
+            (Presence::New, _) if plain_create => self.create(key, update).await,
             _ => self.apply_any(key, update).await,
         };
         timer.finish(result)
