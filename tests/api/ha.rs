@@ -396,9 +396,13 @@ async fn killing_the_sentinel_primary_gives_fast_503s_then_200s_within_three_sec
 
 /// Starts the app on a cluster through one node's URL, so `auto` must detect the cluster.
 async fn app_on_cluster(cluster: &RedisCluster) -> TestApp {
+    app_on_cluster_with_deadline(cluster, TIMEOUT_MS).await
+}
+
+async fn app_on_cluster_with_deadline(cluster: &RedisCluster, timeout_ms: u64) -> TestApp {
     TestApp::spawn(
         Some(&cluster.nodes[0]),
-        &[("REDIS_TIMEOUT_MS", &timeout_var())],
+        &[("REDIS_TIMEOUT_MS", &timeout_ms.to_string())],
     )
     .await
 }
@@ -511,10 +515,13 @@ async fn on_a_cluster_four_instances_count_one_visitor_1_to_20_and_21_after_rest
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_sessions_spread_over_every_primary_and_survive_a_planned_failover() {
     let cluster = tokio::task::block_in_place(|| RedisCluster::start(3, 1));
-    // Four instances, as `cf push` makes them, every request to the next one.
+    // Four instances, as `cf push` makes them, every request to the next one. What is tested
+    // is that commands paused by the failover follow MOVED to the new primary and succeed, not
+    // the deadline: a 2 s one keeps a scheduling stall of this shared 2-core box (where the
+    // whole suite runs at once) from turning a paused command into a 503.
     let mut apps = Vec::new();
     for _ in 0..4 {
-        let app = app_on_cluster(&cluster).await;
+        let app = app_on_cluster_with_deadline(&cluster, 2000).await;
         assert_eq!(ready_status(&app).await, 200);
         apps.push(app);
     }
@@ -555,15 +562,16 @@ async fn cluster_sessions_spread_over_every_primary_and_survive_a_planned_failov
 
     // A manual failover pauses writes on the old primary until the replica has taken over;
     // the paused commands then meet MOVED and follow it, within the deadline.
-    let failed = all_outcomes(&loads)
+    let failed: Vec<(u16, Duration)> = all_outcomes(&loads)
         .iter()
         .filter(|o| o.status != 200)
-        .count();
+        .map(|o| (o.status, o.took))
+        .collect();
     println!(
-        "cluster CLUSTER FAILOVER: promoted {took:?} after the command; {failed} requests failed"
+        "cluster CLUSTER FAILOVER: promoted {took:?} after the command; failed (status, took): {failed:?}"
     );
     let (lost, extra) = check_counts(&apps[0], &loads, "cluster CLUSTER FAILOVER").await;
-    assert_eq!(failed, 0, "requests failed during CLUSTER FAILOVER");
+    assert_eq!(failed, [], "requests failed during CLUSTER FAILOVER");
     assert_eq!((lost, extra), (0, 0), "counts lost or doubled");
     for app in apps {
         app.stop().await;
