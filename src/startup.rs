@@ -89,15 +89,9 @@ impl Application {
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let signals = ShutdownSignals::install();
-        let port = settings.http.port;
-        let listener = TcpListener::bind(("0.0.0.0", port))
-            .map_err(|source| StartupError::Bind { port, source })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { port, source })?
-            .port();
         // Bound (and the recorder installed) before anything records, so that a busy
-        // METRICS_PORT fails the start rather than being found out later.
+        // METRICS_PORT fails the start rather than being found out later; and before the
+        // HTTP port, so whoever sees the service listening can scrape it too.
         let metrics_listener = match settings.http.metrics_port {
             Some(metrics_port) => {
                 let bind = |source| StartupError::BindMetrics {
@@ -110,6 +104,13 @@ impl Application {
             }
             None => None,
         };
+        let port = settings.http.port;
+        let listener = TcpListener::bind(("0.0.0.0", port))
+            .map_err(|source| StartupError::Bind { port, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { port, source })?
+            .port();
         let mut pools = None;
 
         let mut app = match &settings.store {
