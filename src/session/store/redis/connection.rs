@@ -148,16 +148,21 @@ impl managed::Manager for RedisManager {
     type Error = RedisError;
 
     async fn create(&self) -> Result<PooledConnection, RedisError> {
-        let conn = match &self.target {
-            Target::Fixed(clients) => clients.connect(&self.config).await?,
-            Target::Sentinel(sentinel) => {
-                // redis-rs checks with ROLE that the node it names is a primary.
-                let client = sentinel.lock().await.async_get_client().await?;
-                client
-                    .get_multiplexed_async_connection_with_config(&self.config)
-                    .await?
+        // Boxed: deadpool's checkout future embeds this one, and every request's store future
+        // embeds that; inline, the rare connect made each request move ~10 KB of state.
+        let conn = Box::pin(async {
+            match &self.target {
+                Target::Fixed(clients) => clients.connect(&self.config).await,
+                Target::Sentinel(sentinel) => {
+                    // redis-rs checks with ROLE that the node it names is a primary.
+                    let client = sentinel.lock().await.async_get_client().await?;
+                    client
+                        .get_multiplexed_async_connection_with_config(&self.config)
+                        .await
+                }
             }
-        };
+        })
+        .await?;
         metrics::redis_connection_opened();
         Ok(PooledConnection {
             conn,
@@ -177,7 +182,8 @@ impl managed::Manager for RedisManager {
         // one that was just used is known good, and checking it again would double the
         // round trips of every request.
         if metrics.last_used() > IDLE_CHECK_AFTER {
-            redis::cmd("PING").query_async::<()>(&mut c.conn).await?;
+            // Boxed for the same reason as `create`'s connect.
+            Box::pin(redis::cmd("PING").query_async::<()>(&mut c.conn)).await?;
         }
         Ok(())
     }
@@ -444,9 +450,12 @@ impl Connections {
 
     /// Whether this process talks to a cluster, asking the endpoint once in `auto` mode.
     async fn is_cluster(&self) -> Result<bool, RedisError> {
-        self.plan
-            .detected
-            .get_or_try_init(|| async {
+        if let Some(&cluster) = self.plan.detected.get() {
+            return Ok(cluster);
+        }
+        // Boxed, like every once-only connect below: a request's future holds the largest of
+        // its awaits, and these would make it several KB to move on every request.
+        Box::pin(self.plan.detected.get_or_try_init(|| async {
                 let e = &self.plan.endpoint;
                 let mut conn = self.plan.clients.connect(&self.config()).await?;
                 let info: String = redis::cmd("INFO")
@@ -466,7 +475,7 @@ impl Connections {
                     );
                 }
                 Ok(cluster)
-            })
+            }))
             .await
             .copied()
     }
@@ -474,17 +483,21 @@ impl Connections {
     /// A connection to send on; connects (and in `auto` mode, detects) on first use.
     pub async fn get(&self) -> Result<Link, GetError> {
         if self.is_cluster().await.map_err(GetError::Redis)? {
-            return self.cluster_link().await;
+            return match self.cached_cluster_link() {
+                Some(link) => Ok(link),
+                None => Box::pin(self.cluster_link()).await,
+            };
         }
-        let pool = self
-            .pool
-            .get_or_try_init(|| async {
+        let pool = match self.pool.get() {
+            Some(pool) => pool,
+            None => Box::pin(self.pool.get_or_try_init(|| async {
                 let pool = self.build_pool()?;
                 self.plan.pools.add(&pool);
                 Ok::<_, RedisConfigError>(pool)
-            })
+            }))
             .await
-            .map_err(|e| GetError::Config(Box::new(e)))?;
+            .map_err(|e| GetError::Config(Box::new(e)))?,
+        };
         match pool.get().await {
             Ok(pooled) => Ok(Link {
                 conn: LinkConn::Single(pooled.conn.clone()),
@@ -627,7 +640,9 @@ impl Link {
                 }
                 result => result,
             },
-            LinkConn::Cluster(conn) => send_cluster(conn, cmd, script).await,
+            // Boxed: its redirect handling is several times the size of the single-node
+            // path's state, which every standalone request would otherwise carry and move.
+            LinkConn::Cluster(conn) => Box::pin(send_cluster(conn, cmd, script)).await,
         }
     }
 }
