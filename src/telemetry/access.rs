@@ -12,6 +12,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix_web::cookie::time::{OffsetDateTime, PrimitiveDateTime};
+
 use super::output::LineWriter;
 
 /// Whether lines are JSON (else text); set once by [`super::init`].
@@ -112,36 +114,26 @@ fn json_string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` for a Unix time, in UTC (proleptic Gregorian calendar).
+/// `YYYY-MM-DDTHH:MM:SS` for a Unix time, in UTC; the `time` crate (which actix-web's cookie
+/// support already brings) does the calendar. Past year 9999, the last second it knows.
 fn datetime_text(unix_secs: u64) -> [u8; 19] {
-    let days = i64::try_from(unix_secs / 86_400).unwrap_or(i64::MAX / 2);
-    let (year, month, day) = civil_from_days(days);
-    let secs = unix_secs % 86_400;
+    let t = i64::try_from(unix_secs)
+        .ok()
+        .and_then(|secs| OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc());
     let mut text = [0u8; 19];
     let mut cursor = &mut text[..];
     let _ = write!(
         cursor,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
     );
     text
-}
-
-/// Year, month and day of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    // Both fit in u32 by construction: day 1..=31, month 1..=12.
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
@@ -225,9 +217,15 @@ mod tests {
         }
 
         #[test]
-        fn consecutive_days_follow_the_calendar(days in 0i64..3_000_000) {
-            let (y0, m0, d0) = civil_from_days(days);
-            let (y1, m1, d1) = civil_from_days(days + 1);
+        fn consecutive_days_follow_the_calendar(days in 0u64..2_932_896) {
+            let date = |days: u64| {
+                let text = datetime_text(days * 86_400);
+                let text = std::str::from_utf8(&text).unwrap().to_owned();
+                let num = |range: std::ops::Range<usize>| text[range].parse::<i64>().unwrap();
+                (num(0..4), num(5..7), num(8..10))
+            };
+            let (y0, m0, d0) = date(days);
+            let (y1, m1, d1) = date(days + 1);
             let leap = (y0 % 4 == 0 && y0 % 100 != 0) || y0 % 400 == 0;
             let month_len = match m0 { 2 if leap => 29, 2 => 28, 4 | 6 | 9 | 11 => 30, _ => 31 };
             prop_assert!((1..=month_len).contains(&d0));
