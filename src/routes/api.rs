@@ -18,9 +18,9 @@ struct Visits {
 fn visits_response(visits: i64, info: &AppInfo) -> HttpResponse {
     no_store(HttpResponse::Ok()).json(Visits {
         visits,
-        instance_index: info.instance_index,
-        store: info.store.as_str(),
-        ttl_seconds: info.ttl_seconds,
+        instance_index: info.facts.instance_index,
+        store: info.facts.store.as_str(),
+        ttl_seconds: info.facts.ttl_seconds,
     })
 }
 

@@ -20,28 +20,22 @@ pub use self::errors::{error_response, is_api_path, render_server_errors};
 /// Facts about this instance that pages and the API report.
 #[derive(Clone, Debug)]
 pub struct AppInfo {
-    /// Index of this instance.
-    pub instance_index: u32,
-    /// Where sessions are kept.
-    pub store: StoreKind,
-    /// Session lifetime in seconds.
-    pub ttl_seconds: u64,
+    /// The instance index, store and session lifetime.
+    pub facts: CounterPage,
     /// The counter page, rendered but for the count.
     pub page: CounterTemplate,
 }
 
 impl From<&Settings> for AppInfo {
     fn from(settings: &Settings) -> Self {
-        let page = CounterPage {
+        let facts = CounterPage {
             instance_index: settings.platform.instance_index,
             store: StoreKind::from(&settings.store),
             ttl_seconds: settings.session.ttl.as_secs(),
         };
         Self {
-            instance_index: page.instance_index,
-            store: page.store,
-            ttl_seconds: page.ttl_seconds,
-            page: CounterTemplate::new(&page),
+            facts,
+            page: CounterTemplate::new(&facts),
         }
     }
 }

@@ -57,8 +57,12 @@ fn ttl_text(seconds: u64) -> String {
 
 /// The visit counter page for this many visits, this one included.
 pub fn counter_page(page: &CounterPage, visits: i64) -> Markup {
-    let times = if visits == 1 { "time" } else { "times" };
-    counter_markup(page, visits, times)
+    counter_markup(page, visits, times(visits))
+}
+
+/// The word after the count.
+fn times(visits: i64) -> &'static str {
+    if visits == 1 { "time" } else { "times" }
 }
 
 /// The page around its two variable parts, the count and the word after it.
@@ -129,7 +133,7 @@ impl CounterTemplate {
         page.push_str(&self.before_count);
         let _ = write!(page, "{visits}");
         page.push_str(&self.before_word);
-        page.push_str(if visits == 1 { "time" } else { "times" });
+        page.push_str(times(visits));
         page.push_str(&self.after_word);
         page
     }
