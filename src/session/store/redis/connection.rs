@@ -513,10 +513,8 @@ impl Connections {
     /// map on MOVED or when a node cannot be reached; a new client would know only the seed
     /// nodes, which may be the very nodes that died.
     async fn cluster_link(&self) -> Result<Link, GetError> {
-        if let Some(link) = self.cached_cluster_link() {
-            return Ok(link);
-        }
-        // One connect at a time: every request of the worker wants one at first.
+        // One connect at a time: every request of the worker wants one at first. The caller
+        // found no connection; another request may have made one while this one waited.
         let _gate = self.cluster_connecting.lock().await;
         if let Some(link) = self.cached_cluster_link() {
             return Ok(link);
