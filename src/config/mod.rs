@@ -21,7 +21,7 @@
 //! | `SESSION_COOKIE_NAME` | `sid` | never `JSESSIONID`, which the CF router makes sticky |
 //! | `SESSION_KEY_PREFIX` | `sess` | prefix of the Redis keys |
 //! | `COOKIE_SECURE` | `auto` | `auto`, `true` or `false` |
-//! | `REDIS_POOL_SIZE` | `8` | Redis connections per process |
+//! | `REDIS_POOL_SIZE` | `HTTP_WORKERS` | Redis connections per process (one per worker) |
 //! | `REDIS_TIMEOUT_MS` | `500` | deadline for any Redis work in a request |
 //! | `MEMORY_STORE_MAX_SESSIONS` | `100000` | bound of the embedded store |
 //! | `HTTP_WORKERS` | `2` | HTTP worker threads |
@@ -87,7 +87,7 @@ impl Settings {
         let http = HttpSettings::from_raw(&raw)?;
         let platform = Platform::from_raw(&raw)?;
         let session = SessionSettings::from_raw(&raw)?;
-        let store = StoreSettings::from_raw(&raw, platform.on_cloud_foundry)?;
+        let store = StoreSettings::from_raw(&raw, platform.on_cloud_foundry, http.workers)?;
         let log = LogSettings::from_raw(&raw, platform.on_cloud_foundry)?;
         Ok(Settings {
             http,
@@ -258,6 +258,25 @@ mod tests {
             !format!("{s:?}").contains(SECRET),
             "Debug must not show secrets"
         );
+    }
+
+    #[test]
+    fn redis_pool_defaults_to_one_connection_per_http_worker() {
+        let pool = |vars: &[(&str, &str)]| match settings(vars).unwrap().store {
+            StoreSettings::Redis(r) => r.pool_size,
+            StoreSettings::Memory { .. } => panic!("expected Redis"),
+        };
+        assert_eq!(pool(&[("REDIS_URL", "redis://h")]), 2);
+        assert_eq!(
+            pool(&[("REDIS_URL", "redis://h"), ("HTTP_WORKERS", "5")]),
+            5
+        );
+        let set = [
+            ("REDIS_URL", "redis://h"),
+            ("HTTP_WORKERS", "5"),
+            ("REDIS_POOL_SIZE", "12"),
+        ];
+        assert_eq!(pool(&set), 12);
     }
 
     #[test]
