@@ -103,10 +103,13 @@ def row(prefix: str, tsv: str) -> None:
     inner = set(facts.get("inner", "").split())
     cmds = sum(c for c, _ in delta.values())
     # Ours sends one EVALSHA and Redis runs the rest inside the script, where commandstats
-    # counts each call again; actix's pool pipelines UNWATCH with its PING.
+    # counts each call again, or one transaction: MULTI, the commands and EXEC written at
+    # once, EXEC's reply the one awaited (commandstats counts the queued commands as they run
+    # inside EXEC, and their time inside EXEC's). actix's pool pipelines UNWATCH with its PING.
     rt = cmds
     if is_ours:
         rt -= sum(c for n, (c, _) in delta.items() if n in inner)
+        rt -= delta.get("multi", (0, 0))[0]
     if server == "actix-pool":
         rt -= delta.get("unwatch", (0, 0))[0]
     # Inner calls' time is already inside EVALSHA's, so only round-trip commands add up.
@@ -256,9 +259,10 @@ def report(tsv: str, meta_path: str, out_md: str, out_svg: str) -> None:
             add(f"\nOurs logged {lines / counted:.2f} access-log lines per counter request (INFO, "
                 "default RUST_LOG, to a file), so its figures include that cost.")
     add("\nRedis commands per request, by command, with INFO commandstats' µs per call after the @.\n"
-        "Calls made inside a Lua script, marked *, count as commands but not as round trips (their\n"
-        "time is part of the script's); actix's pool sends UNWATCH and PING as one pipelined round\n"
-        "trip on every checkout; ours pings a connection idle for a while:\n")
+        "Calls made inside a Lua script or a MULTI … EXEC transaction, marked *, count as commands\n"
+        "but not as round trips (their time is part of the script's or EXEC's; MULTI is written with\n"
+        "them, so it is no round trip either); actix's pool sends UNWATCH and PING as one pipelined\n"
+        "round trip on every checkout; ours pings a connection idle for a while:\n")
     add("| server | one cookie | no cookie |")
     add("| --- | --- | --- |")
     first = conns_list[0]

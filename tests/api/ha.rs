@@ -635,10 +635,12 @@ async fn resharding_under_load_fails_no_request_and_loses_or_doubles_no_count() 
     )
     .await;
     let load = Load::start(&app, 12).await;
+    let creating = NewSessions::start(&app.address);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Move a third of the slots of node 0 to node 1 and back, key by key (MIGRATE), while
-    // the load runs: requests meet ASK during each slot's move and MOVED after it.
+    // the load runs: requests meet ASK during each slot's move and MOVED after it, counter
+    // updates (EVALSHA) and new sessions (a MULTI … EXEC transaction) alike.
     tokio::task::block_in_place(|| {
         let (from, to) = (cluster.id(0), cluster.id(1));
         for (src, dst) in [(&from, &to), (&to, &from)] {
@@ -665,7 +667,67 @@ async fn resharding_under_load_fails_no_request_and_loses_or_doubles_no_count() 
     let (lost, extra) = check_counts(&app, &loads, "cluster resharding").await;
     assert_eq!(failed, 0, "requests failed during resharding");
     assert_eq!((lost, extra), (0, 0), "counts lost or doubled");
+    creating
+        .finish_and_check(&app.address, "cluster resharding")
+        .await;
     app.stop().await;
+}
+
+/// First visits in a loop until stopped: each should make one session that counts 1.
+struct NewSessions {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(Vec<u16>, Vec<String>)>,
+}
+
+impl NewSessions {
+    fn start(address: &str) -> NewSessions {
+        let stop = Arc::new(AtomicBool::new(false));
+        let url = format!("{address}/api/visits");
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut statuses, mut cookies) = (Vec::new(), Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let res = client().post(&url).send().await.expect("a first visit");
+                    statuses.push(res.status().as_u16());
+                    if res.status() == 200 {
+                        cookies
+                            .push(session_cookie(res.headers()).expect("a new session's cookie"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                (statuses, cookies)
+            }
+        });
+        NewSessions { stop, task }
+    }
+
+    /// Every first visit got a 200, and every session it made exists with its count of 1.
+    async fn finish_and_check(self, address: &str, what: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (statuses, cookies) = self.task.await.expect("the first-visit loop");
+        let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{what}: first visits failed: {failed:?} of {}",
+            statuses.len()
+        );
+        for cookie in &cookies {
+            let res = client()
+                .get(format!("{address}/api/session"))
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .expect("read the session");
+            let body: serde_json::Value = res.json().await.expect("json");
+            assert_eq!(
+                body["visits"], 1,
+                "{what}: a session made by a first visit: {body}"
+            );
+        }
+        println!("{what}: {} sessions made, each counting 1", cookies.len());
+        assert!(!cookies.is_empty(), "{what}: no first visit ran");
+    }
 }
 
 /// Polls the real binary's `/ready` until it answers 200.

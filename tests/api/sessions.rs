@@ -559,6 +559,58 @@ async fn a_counter_request_costs_one_redis_round_trip_and_one_small_key() {
 }
 
 #[tokio::test]
+async fn a_first_visit_is_one_transaction_that_leaves_a_counted_session_with_its_ttl() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Some(&redis), &[("SESSION_TTL_SECONDS", "600")]).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut redis.conn())
+        .unwrap();
+    for _ in 0..10 {
+        let (visits, cookie) = app.visit(None).await;
+        assert_eq!(visits, 1);
+        assert!(cookie.is_some(), "a first visit sets a cookie");
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    let calls = |cmd: &str| -> u64 {
+        stats
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|s| s.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for (cmd, per_visit) in [("multi", 1), ("hset", 1), ("expire", 1), ("exec", 1)] {
+        assert_eq!(
+            calls(cmd),
+            10 * per_visit,
+            "{cmd} per first visit:\n{stats}"
+        );
+    }
+    for other in ["exists", "hincrby", "get", "ping"] {
+        assert_eq!(calls(other), 0, "no {other} per first visit:\n{stats}");
+    }
+    let keys = redis.session_keys();
+    assert_eq!(keys.len(), 10);
+    for key in &keys {
+        let mut conn = redis.conn();
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
+        assert!((590..=600).contains(&ttl), "{key} has a TTL of {ttl}");
+        let visits: i64 = redis::cmd("HGET")
+            .arg(key)
+            .arg("visits")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(visits, 1, "{key}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_redis_failure_is_a_fast_503_without_internals() {
     let mut redis = RedisServer::start();
     let app = TestApp::spawn(Some(&redis), &[("REDIS_TIMEOUT_MS", "300")]).await;

@@ -255,6 +255,14 @@ async fn ready_names_the_one_command_an_acl_user_may_not_run() {
         "the body names no internals: {check}"
     );
     assert_503(&app, "GET", "/", "30").await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sess:*")
+        .query(&mut admin(&redis, None))
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| k == "sess:secret"),
+        "the refused EXPIRE discarded the whole first visit, HSET too: {keys:?}"
+    );
     assert_eq!(
         app.send("GET", "/api/session", None).await.status(),
         200,

@@ -3,17 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_redis::redis;
 use futures_util::future::join_all;
 
 use redis_sessions::config::{NodeAddress, RedisEndpoint, RedisTopology};
-use redis_sessions::session::id::SessionId;
+use redis_sessions::session::id::{SessionId, SessionKey};
 use redis_sessions::session::store::{
     Applied, MemoryStore, Presence, RedisStore, SessionStore, Update,
 };
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::support::RedisServer;
-use crate::support::topology::RedisCluster;
+use crate::support::topology::{RedisCluster, conn, run};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -259,4 +260,95 @@ async fn the_memory_store_drops_expired_sessions_before_evicting_live_ones() {
         "a live session survived"
     );
     assert!(store.load(&new, TTL).await.unwrap().is_some());
+}
+
+/// A new session whose slot is being migrated: the source node answers `ASK` (the key is not
+/// there), and the transaction must reach the target with `ASKING` before its `MULTI`. One
+/// whose slot has moved, while the client's slot map still names the old owner, meets
+/// `MOVED` and follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_follows_ask_during_a_slot_migration_and_moved_after_a_move() {
+    let subject = tokio::task::spawn_blocking(cluster_subject).await.unwrap();
+    let cluster = subject._cluster.as_ref().expect("a cluster");
+    let store = subject.store.as_ref();
+    let first_visit = update(Presence::New, &[], &[], Some(("visits", 1)));
+    let new_session = |k| store.apply(k, &first_visit);
+    // The client learns the slot map before any slot moves.
+    let warm = key();
+    assert_eq!(new_session(&warm).await.unwrap(), Applied::Done(Some(1)));
+
+    let port = |i: usize| cluster.nodes[i].port();
+    let count = cluster.nodes.len();
+    let slot_of = |k: &SessionKey| -> i64 {
+        run(
+            port(0),
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(k.as_str()),
+        )
+    };
+    // Only the owner of a key's slot answers EXISTS; the others answer MOVED.
+    let owner_of = |k: &SessionKey| {
+        (0..count)
+            .find(|&i| {
+                redis::cmd("EXISTS")
+                    .arg(k.as_str())
+                    .query::<i64>(&mut conn(port(i)))
+                    .is_ok()
+            })
+            .expect("a node owns the slot")
+    };
+    let setslot = |i: usize, slot: i64, how: &str, node: usize| {
+        let () = run(
+            port(i),
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(how)
+                .arg(cluster.id(node)),
+        );
+    };
+    // Reads on `node` as the client would after ASK (ASKING before each command).
+    let visits_and_ttl = |node: usize, k: &SessionKey| {
+        let mut c = conn(port(node));
+        let _: () = redis::cmd("ASKING").query(&mut c).unwrap();
+        let visits: Option<i64> = redis::cmd("HGET")
+            .arg(k.as_str())
+            .arg("visits")
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("ASKING").query(&mut c).unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(k.as_str()).query(&mut c).unwrap();
+        (visits, ttl)
+    };
+
+    // ASK: the slot is half-way between two nodes and the key is on neither.
+    let k = key();
+    let (slot, from) = tokio::task::block_in_place(|| (slot_of(&k), owner_of(&k)));
+    let to = (from + 1) % count;
+    tokio::task::block_in_place(|| {
+        setslot(to, slot, "IMPORTING", from);
+        setslot(from, slot, "MIGRATING", to);
+    });
+    assert_eq!(new_session(&k).await.unwrap(), Applied::Done(Some(1)));
+    let (visits, ttl) = tokio::task::block_in_place(|| visits_and_ttl(to, &k));
+    assert_eq!(visits, Some(1), "created on the importing node");
+    assert!(
+        ttl > 0 && ttl <= TTL.as_secs() as i64,
+        "with its TTL: {ttl}"
+    );
+    tokio::task::block_in_place(|| (0..count).for_each(|i| setslot(i, slot, "NODE", to)));
+
+    // MOVED: another key's (empty) slot is handed to another node behind the client's back.
+    let next = key();
+    let (slot, from) = tokio::task::block_in_place(|| (slot_of(&next), owner_of(&next)));
+    let to = (from + 1) % count;
+    tokio::task::block_in_place(|| (0..count).for_each(|i| setslot(i, slot, "NODE", to)));
+    assert_eq!(new_session(&next).await.unwrap(), Applied::Done(Some(1)));
+    let (visits, ttl) = tokio::task::block_in_place(|| visits_and_ttl(to, &next));
+    assert_eq!(visits, Some(1), "created on the slot's new owner");
+    assert!(ttl > 0, "with its TTL: {ttl}");
+
+    for k in [&k, &next] {
+        let record = store.load(k, TTL).await.unwrap().expect("the session");
+        assert_eq!(record.get("visits").map(String::as_str), Some("1"));
+    }
 }

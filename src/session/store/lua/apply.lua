@@ -1,9 +1,10 @@
 -- Applies a session update in one atomic step on one key.
 --
--- The general case; touch.lua and create.lua are cheaper for the two common ones.
+-- The general case; touch.lua and the creation transaction (redis/mod.rs) are cheaper for the
+-- two common ones.
 --
 -- KEYS[1] session key. ARGV: ttl seconds, "x" (must exist) or "n" (new, under a fresh
--- random id: not checked, see create.lua), counter field or "", counter step, n = number of
+-- random id: not checked, see RedisStore::create), counter field or "", counter step, n = number of
 -- fields to set, n field/value pairs, then fields to remove.
 --
 -- Returns {1, counter?}, or {0} if a must-exist session is gone.
