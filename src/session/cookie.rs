@@ -308,7 +308,7 @@ pub(crate) mod tests {
 
     fn verified(issued: Option<u64>, needs_resign: bool) -> Verified {
         Verified {
-            id: SessionId::generate().unwrap(),
+            id: SessionId::generate(),
             issued,
             needs_resign,
         }
@@ -319,7 +319,7 @@ pub(crate) mod tests {
     #[test]
     fn a_signed_cookie_verifies_with_its_own_secret() {
         let ring = keyring(&[A]);
-        let id = SessionId::generate().unwrap();
+        let id = SessionId::generate();
         let before = unix_now();
         let value = ring.sign(&id);
         assert_eq!(value.len(), COOKIE_VALUE_LEN);
@@ -335,7 +335,7 @@ pub(crate) mod tests {
     #[test]
     fn the_issued_time_is_ten_digits_between_two_dots_and_round_trips() {
         let ring = keyring(&[A]);
-        let id = SessionId::generate().unwrap();
+        let id = SessionId::generate();
         for (issued, digits) in [
             (NOW, "1750000000"),
             (42, "0000000042"),
@@ -359,7 +359,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_old_format_cookie_verifies_under_every_secret_with_no_issued_time() {
-        let id = SessionId::generate().unwrap();
+        let id = SessionId::generate();
         let ring = keyring(&[A, B]);
         for (signer, resign) in [(A, false), (B, true)] {
             let old = sign_old(&keyring(&[signer]), &id);
@@ -377,7 +377,7 @@ pub(crate) mod tests {
     #[test]
     fn a_cookie_whose_issued_digits_were_changed_does_not_verify() {
         let ring = keyring(&[A]);
-        let id = SessionId::generate().unwrap();
+        let id = SessionId::generate();
         let value = ring.sign_at(&id, NOW);
         for forged_time in [NOW + 1, NOW - 1, NOW + 1800, 0] {
             let forged = format!(
@@ -397,7 +397,7 @@ pub(crate) mod tests {
     #[test]
     fn neither_format_passes_for_the_other() {
         let ring = keyring(&[A]);
-        let id = SessionId::generate().unwrap();
+        let id = SessionId::generate();
         let new = ring.sign_at(&id, NOW);
         let old = sign_old(&ring, &id);
         // The time stripped from a new cookie, or added to an old one, under the same MAC.
@@ -414,7 +414,7 @@ pub(crate) mod tests {
     #[test]
     fn malformed_issued_times_are_refused_before_any_mac_is_computed() {
         let ring = keyring(&[A]);
-        let value = ring.sign_at(&SessionId::generate().unwrap(), NOW);
+        let value = ring.sign_at(&SessionId::generate(), NOW);
         let (id, tag) = (&value[..ID_LEN], &value[SIGNED_LEN + 1..]);
         let cases = [
             format!("{id}.17500000x0.{tag}"),
@@ -491,7 +491,7 @@ pub(crate) mod tests {
 
     #[test]
     fn an_old_secret_verifies_and_asks_for_a_resign() {
-        let id = SessionId::generate().unwrap();
+        let id = SessionId::generate();
         let old = keyring(&[B]).sign(&id);
         let v = keyring(&[A, B]).verify(&RawCookie::new(&old)).unwrap();
         assert!(v.needs_resign);
@@ -529,10 +529,10 @@ pub(crate) mod tests {
     #[test]
     fn malformed_values_are_refused_before_any_mac_is_computed() {
         let ring = keyring(&[A]);
-        let good = ring.sign(&SessionId::generate().unwrap());
+        let good = ring.sign(&SessionId::generate());
         let no_dot = good.replace('.', "x");
         let bad_tag = format!("{}!", &good[..COOKIE_VALUE_LEN - 1]);
-        let old = sign_old(&ring, &SessionId::generate().unwrap());
+        let old = sign_old(&ring, &SessionId::generate());
         let old_no_dot = old.replace('.', "x");
         let old_bad_tag = format!("{}!", &old[..OLD_COOKIE_VALUE_LEN - 1]);
         for bad in [
@@ -556,7 +556,7 @@ pub(crate) mod tests {
     #[test]
     fn debug_output_never_shows_keys_or_cookie_values() {
         let ring = keyring(&[A]);
-        let value = ring.sign(&SessionId::generate().unwrap());
+        let value = ring.sign(&SessionId::generate());
         assert!(!format!("{ring:?}").contains(A));
         assert!(!format!("{:?}", RawCookie::new(&value)).contains(&value));
     }
@@ -565,8 +565,8 @@ pub(crate) mod tests {
     #[ignore = "fuzzing; run by ci/fuzz.sh"]
     fn fuzz_cookie_verification() {
         let ring = keyring(&[A, B]);
-        let valid = ring.sign(&SessionId::generate().unwrap());
-        let valid_old = sign_old(&ring, &SessionId::generate().unwrap());
+        let valid = ring.sign(&SessionId::generate());
+        let valid_old = sign_old(&ring, &SessionId::generate());
         let headers = prop::collection::vec(
             prop_oneof![
                 prop::collection::vec(any::<u8>(), 0..300),
@@ -610,7 +610,7 @@ pub(crate) mod tests {
         #[test]
         fn any_single_byte_change_to_a_signed_cookie_is_refused(pos in 0..COOKIE_VALUE_LEN, byte in 0x21u8..0x7f, issued in 0..=MAX_ISSUED) {
             let ring = keyring(&[A]);
-            let id = SessionId::generate().unwrap();
+            let id = SessionId::generate();
             let mut value = ring.sign_at(&id, issued).into_bytes();
             prop_assume!(value[pos] != byte);
             value[pos] = byte;
@@ -621,7 +621,7 @@ pub(crate) mod tests {
         #[test]
         fn any_single_byte_change_to_an_old_format_cookie_is_refused(pos in 0..OLD_COOKIE_VALUE_LEN, byte in 0x21u8..0x7f) {
             let ring = keyring(&[A]);
-            let mut value = sign_old(&ring, &SessionId::generate().unwrap()).into_bytes();
+            let mut value = sign_old(&ring, &SessionId::generate()).into_bytes();
             prop_assume!(value[pos] != byte);
             value[pos] = byte;
             let tampered = String::from_utf8(value).unwrap();
@@ -639,7 +639,7 @@ pub(crate) mod tests {
             let secrets: Vec<String> = (0..n_keys).map(|i| format!("{A}-{i}")).collect();
             let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
             let signer = signer % n_keys;
-            let id = SessionId::generate().unwrap();
+            let id = SessionId::generate();
             let value = keyring(&refs[signer..=signer]).sign_at(&id, NOW);
             let v = keyring(&refs).verify(&RawCookie::new(&value)).unwrap();
             prop_assert_eq!(v.id, id);

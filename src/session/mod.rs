@@ -82,7 +82,7 @@ pub enum SessionError {
         #[source]
         source: serde_json::Error,
     },
-    /// No random bytes for an id or key.
+    /// No random bytes from the OS for a signing key.
     #[error(transparent)]
     Random(#[from] id::RandomError),
     /// No signing key could be built.

@@ -350,7 +350,7 @@ impl SessionState {
                         // Nothing to create: an empty session does not exist.
                         return Ok(None);
                     }
-                    (SessionId::generate()?, Presence::New)
+                    (SessionId::generate(), Presence::New)
                 }
             };
             let update = Update {

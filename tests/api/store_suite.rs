@@ -34,7 +34,7 @@ fn update<'a>(
 }
 
 fn key() -> redis_sessions::session::id::SessionKey {
-    SessionId::generate().unwrap().key("sess")
+    SessionId::generate().key("sess")
 }
 
 /// The store under test and, for Redis, the servers it must outlive.

@@ -680,9 +680,7 @@ mod tests {
         let timeout = Duration::from_millis(100);
         let store =
             RedisStore::new(&endpoint, &RedisTopology::Auto, 1, timeout, "sess").expect("store");
-        let key = crate::session::id::SessionId::generate()
-            .expect("an id")
-            .key("sess");
+        let key = crate::session::id::SessionId::generate().key("sess");
         let update = Update {
             presence: Presence::MustExist,
             set: vec![],
