@@ -227,6 +227,34 @@ async fn an_acl_user_without_evalsha_gets_503_and_ready_down_as_permission() {
 }
 
 #[tokio::test]
+async fn an_acl_user_without_multi_is_reported_by_ready_as_permission() {
+    let redis = RedisServer::start();
+    let () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "nomulti",
+            "on",
+            ">nomulti-pw",
+            "~sess:*",
+            "+@all",
+            "-multi",
+        ])
+        .query(&mut admin(&redis, None))
+        .unwrap();
+    let app = TestApp::spawn_with(crate::support::test_settings(
+        Some(&url_with(&redis, "nomulti:nomulti-pw")),
+        &[],
+    ))
+    .await;
+
+    let (status, check) = ready(&app).await;
+    assert_eq!(status, 503, "a first visit needs MULTI: {check}");
+    assert_eq!(check["kind"], "permission", "{check}");
+    assert_503(&app, "GET", "/", "30").await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn ready_names_the_one_command_an_acl_user_may_not_run() {
     let redis = RedisServer::start();
     let () = redis::cmd("ACL")

@@ -674,10 +674,12 @@ impl Transaction {
     }
 }
 
-/// `EXEC`'s replies, from every reply of a transaction's pipeline. An error before `EXEC`
-/// (at `MULTI` or where a command was queued) means Redis ran none of it: it is returned as
-/// if the command had been sent alone, so it reads the same (`READONLY`, `OOM`, `MOVED`, ...).
-/// An error inside `EXEC`'s replies comes from a command that ran; the others ran too.
+/// `EXEC`'s replies, from every reply of a transaction's pipeline. An error where a command
+/// was queued means Redis discarded the transaction and ran none of it: it is returned as if
+/// the command had been sent alone, so it reads the same (`READONLY`, `OOM`, `MOVED`, ...).
+/// An error inside `EXEC`'s replies comes from a command that ran; the others ran too. (An
+/// error at `MULTI` itself, only an ACL without `MULTI` can cause, is returned as well, but
+/// the commands then ran on their own; readiness names that ACL gap.)
 fn exec_replies(mut replies: Vec<Value>) -> Result<Value, RedisError> {
     let exec = replies.pop();
     if let Some(e) = replies.into_iter().find_map(server_error) {
