@@ -206,18 +206,28 @@ async fn no_password_against_requirepass_is_an_auth_failure_not_a_crash() {
     app.stop().await;
 }
 
+/// The app, connected as a new ACL user `name` (password `<name>-pw`) with `rules`.
+async fn app_as_acl_user(redis: &RedisServer, name: &str, rules: &[&str]) -> TestApp {
+    let password = format!(">{name}-pw");
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(name)
+        .arg("on")
+        .arg(&password)
+        .arg(rules)
+        .query(&mut admin(redis, None))
+        .unwrap();
+    TestApp::spawn_with(crate::support::test_settings(
+        Some(&url_with(redis, &format!("{name}:{name}-pw"))),
+        &[],
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn an_acl_user_without_evalsha_gets_503_and_ready_down_as_permission() {
     let redis = RedisServer::start();
-    let () = redis::cmd("ACL")
-        .arg(&["SETUSER", "pinger", "on", ">pinger-pw", "~*", "+ping"])
-        .query(&mut admin(&redis, None))
-        .unwrap();
-    let app = TestApp::spawn_with(crate::support::test_settings(
-        Some(&url_with(&redis, "pinger:pinger-pw")),
-        &[],
-    ))
-    .await;
+    let app = app_as_acl_user(&redis, "pinger", &["~*", "+ping"]).await;
 
     assert_503(&app, "GET", "/", "30").await;
     let (status, check) = ready(&app).await;
@@ -229,23 +239,7 @@ async fn an_acl_user_without_evalsha_gets_503_and_ready_down_as_permission() {
 #[tokio::test]
 async fn an_acl_user_without_multi_is_reported_by_ready_as_permission() {
     let redis = RedisServer::start();
-    let () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "nomulti",
-            "on",
-            ">nomulti-pw",
-            "~sess:*",
-            "+@all",
-            "-multi",
-        ])
-        .query(&mut admin(&redis, None))
-        .unwrap();
-    let app = TestApp::spawn_with(crate::support::test_settings(
-        Some(&url_with(&redis, "nomulti:nomulti-pw")),
-        &[],
-    ))
-    .await;
+    let app = app_as_acl_user(&redis, "nomulti", &["~sess:*", "+@all", "-multi"]).await;
 
     let (status, check) = ready(&app).await;
     assert_eq!(status, 503, "a first visit needs MULTI: {check}");
@@ -257,23 +251,7 @@ async fn an_acl_user_without_multi_is_reported_by_ready_as_permission() {
 #[tokio::test]
 async fn ready_names_the_one_command_an_acl_user_may_not_run() {
     let redis = RedisServer::start();
-    let () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "almost",
-            "on",
-            ">almost-pw",
-            "~sess:*",
-            "+@all",
-            "-expire",
-        ])
-        .query(&mut admin(&redis, None))
-        .unwrap();
-    let app = TestApp::spawn_with(crate::support::test_settings(
-        Some(&url_with(&redis, "almost:almost-pw")),
-        &[],
-    ))
-    .await;
+    let app = app_as_acl_user(&redis, "almost", &["~sess:*", "+@all", "-expire"]).await;
 
     let (status, check) = ready(&app).await;
     assert_eq!(status, 503, "{check}");
