@@ -32,7 +32,16 @@ fn request_id_of(headers: &HeaderMap) -> String {
         .get(&X_VCAP_REQUEST_ID)
         .and_then(acceptable)
         .or_else(|| headers.get(&X_REQUEST_ID).and_then(acceptable))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+        .map_or_else(fresh_request_id, str::to_owned)
+}
+
+/// A new UUID as text, in one allocation of its exact size (`to_string` grows its buffer).
+fn fresh_request_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// Gives each request an id and a span carrying it (so every line logged for the request
