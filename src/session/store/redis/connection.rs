@@ -661,17 +661,6 @@ impl Transaction {
     fn replies(&self) -> usize {
         self.pipe.len()
     }
-
-    /// The same transaction, preceded by `ASKING`, for a node that an `ASK` named: the flag
-    /// holds for the whole `MULTI` block.
-    fn asking(&self) -> Pipeline {
-        let mut pipe = redis::pipe();
-        pipe.cmd("ASKING");
-        for cmd in self.pipe.cmd_iter() {
-            pipe.add_command(cmd.clone());
-        }
-        pipe
-    }
 }
 
 /// `EXEC`'s replies, from every reply of a transaction's pipeline. An error where a command
@@ -682,15 +671,12 @@ impl Transaction {
 /// the commands then ran on their own; readiness names that ACL gap.)
 fn exec_replies(mut replies: Vec<Value>) -> Result<Value, RedisError> {
     let exec = replies.pop();
-    if let Some(e) = replies.into_iter().find_map(server_error) {
+    if let Some(e) = replies.into_iter().find_map(|v| v.extract_error().err()) {
         return Err(e);
     }
     match exec {
-        Some(Value::Array(items)) => match items.iter().find_map(|v| server_error(v.clone())) {
-            Some(e) => Err(e),
-            None => Ok(Value::Array(items)),
-        },
         Some(Value::ServerError(e)) => Err(unwrap_exec_abort(e.into())),
+        Some(replies @ Value::Array(_)) => replies.extract_error(),
         _ => Err(RedisError::from((
             ErrorKind::UnexpectedReturnType,
             "EXEC answered neither replies nor an error",
@@ -711,13 +697,6 @@ fn unwrap_exec_abort(e: RedisError) -> RedisError {
     match reason.map(|r| redis::parse_redis_value(format!("-{r}\r\n").as_bytes())) {
         Some(Ok(Value::ServerError(inner))) => inner.into(),
         _ => e,
-    }
-}
-
-fn server_error(v: Value) -> Option<RedisError> {
-    match v {
-        Value::ServerError(e) => Some(e.into()),
-        _ => None,
     }
 }
 
@@ -756,51 +735,86 @@ async fn send_cluster<T: FromRedisValue>(
     conn: &mut ClusterConnection,
     request: Request<'_>,
 ) -> Result<T, RedisError> {
-    match request {
-        Request::Command { cmd, script } => send_cluster_command(conn, cmd, script).await,
-        Request::Transaction(tx) => send_cluster_transaction(conn, tx).await,
-    }
-}
-
-async fn send_cluster_transaction<T: FromRedisValue>(
-    conn: &mut ClusterConnection,
-    tx: &Transaction,
-) -> Result<T, RedisError> {
+    // The same call as EVAL, once a node lacked the script.
+    let mut eval: Option<Cmd> = None;
     let mut redirect: Option<Redirect> = None;
     let mut last = None;
     for _ in 0..MAX_REDIRECTS {
-        let replies = match &redirect {
-            // Routed by the slot of the commands' key (MULTI and EXEC have none).
-            None => conn.req_packed_commands(&tx.pipe, 0, tx.replies()).await,
-            Some((host, port, ask)) => {
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
+        let result = match request {
+            Request::Command { cmd, .. } => {
+                let cmd = eval.as_ref().unwrap_or(cmd);
+                let reply = match &redirect {
+                    None => cmd.query_async::<Value>(conn).await,
+                    Some(to) => {
+                        let mut pipe = redis::pipe();
+                        pipe.add_command(cmd.clone());
+                        send_to(conn, &pipe, to).await.and_then(|mut r| {
+                            r.pop().ok_or_else(|| {
+                                RedisError::from((ErrorKind::Client, "a redirect gave no reply"))
+                            })
+                        })
+                    }
                 };
-                if *ask {
-                    let pipe = tx.asking();
-                    let n = pipe.len();
-                    // ASKING's own OK is not part of the transaction.
-                    conn.route_pipeline(pipe, 0, n, route)
-                        .await
-                        .map(|mut r| r.split_off(1))
-                } else {
-                    conn.route_pipeline(tx.pipe.clone(), 0, tx.replies(), route)
-                        .await
-                }
+                // A pipeline carries a server error as a value.
+                reply.and_then(Value::extract_error)
             }
+            Request::Transaction(tx) => match &redirect {
+                // Routed by the slot of the commands' key (MULTI and EXEC have none).
+                None => conn.req_packed_commands(&tx.pipe, 0, tx.replies()).await,
+                Some(to) => send_to(conn, &tx.pipe, to).await,
+            }
+            .and_then(exec_replies),
         };
-        let e = match replies.and_then(exec_replies) {
+        let e = match result {
             Ok(v) => return Ok(T::from_redis_value(v)?),
             Err(e) => e,
         };
-        match redirect_of(&e) {
-            Some(to) => redirect = Some(to),
-            None => return Err(e),
+        match (redirect_of(&e), request) {
+            (Some(to), _) => redirect = Some(to),
+            (
+                None,
+                Request::Command {
+                    cmd,
+                    script: Some(code),
+                },
+            ) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                eval = Some(eval_instead(cmd, code));
+            }
+            _ => return Err(e),
         }
         last = Some(e);
     }
     Err(last.unwrap_or_else(|| RedisError::from((ErrorKind::Client, "too many redirects"))))
+}
+
+/// Sends `pipe` to the node a `MOVED` or `ASK` named and answers its replies. After `ASK`,
+/// `ASKING` goes first on the same connection; it holds for the next command, or for a whole
+/// `MULTI` block, and its own `OK` is dropped.
+async fn send_to(
+    conn: &mut ClusterConnection,
+    pipe: &Pipeline,
+    (host, port, ask): &Redirect,
+) -> Result<Vec<Value>, RedisError> {
+    let route = SingleNodeRoutingInfo::ByAddress {
+        host: host.clone(),
+        port: *port,
+    };
+    if !*ask {
+        return conn
+            .route_pipeline(pipe.clone(), 0, pipe.len(), route)
+            .await;
+    }
+    let mut asking = redis::pipe();
+    asking.cmd("ASKING");
+    for cmd in pipe.cmd_iter() {
+        asking.add_command(cmd.clone());
+    }
+    let n = asking.len();
+    let mut replies = conn.route_pipeline(asking, 0, n, route).await?;
+    if !replies.is_empty() {
+        replies.remove(0);
+    }
+    Ok(replies)
 }
 
 /// Where a `MOVED` or `ASK` points.
@@ -812,67 +826,6 @@ fn redirect_of(e: &RedisError) -> Option<Redirect> {
     };
     let (host, port) = e.redirect_node().and_then(|(node, _)| split_node(node))?;
     Some((host, port, ask))
-}
-
-async fn send_cluster_command<T: FromRedisValue>(
-    conn: &mut ClusterConnection,
-    cmd: &Cmd,
-    script: Option<&str>,
-) -> Result<T, RedisError> {
-    let mut cmd = cmd.clone();
-    let mut redirect: Option<Redirect> = None;
-    let mut last = None;
-    for _ in 0..MAX_REDIRECTS {
-        let result = match &redirect {
-            None => cmd.query_async::<Value>(conn).await,
-            Some((host, port, false)) => {
-                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                });
-                conn.route_command(cmd.clone(), route).await
-            }
-            // ASK holds for this one command only, and only right after ASKING on the same
-            // connection: a pipeline of the two to that node.
-            Some((host, port, true)) => {
-                let mut pipe = redis::pipe();
-                pipe.cmd("ASKING").ignore().add_command(cmd.clone());
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                conn.route_pipeline(pipe, 0, 2, route)
-                    .await
-                    .and_then(|mut values| {
-                        values.pop().ok_or_else(|| {
-                            RedisError::from((ErrorKind::Client, "ASKING pipeline gave no reply"))
-                        })
-                    })
-            }
-        };
-        let e = match result.and_then(|v| match v {
-            // A pipeline carries a server error as a value.
-            Value::ServerError(e) => Err(e.into()),
-            v => Ok(v),
-        }) {
-            Ok(v) => return Ok(T::from_redis_value(v)?),
-            Err(e) => e,
-        };
-        match e.kind() {
-            ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask) => {
-                match redirect_of(&e) {
-                    Some(to) => redirect = Some(to),
-                    None => return Err(e),
-                }
-            }
-            ErrorKind::Server(ServerErrorKind::NoScript) if script.is_some() => {
-                cmd = eval_instead(&cmd, script.unwrap_or_default());
-            }
-            _ => return Err(e),
-        }
-        last = Some(e);
-    }
-    Err(last.unwrap_or_else(|| RedisError::from((ErrorKind::Client, "too many redirects"))))
 }
 
 /// `host:port` of a redirect; the host may be an IPv6 literal.
