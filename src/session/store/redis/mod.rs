@@ -1,9 +1,11 @@
-//! Sessions in Redis: one hash per session, changed only by server-side scripts.
+//! Sessions in Redis: one hash per session, changed only atomically, by server-side scripts
+//! or a transaction.
 //!
 //! Each operation is one `EVALSHA`, one transaction (`MULTI` … `EXEC`) or one plain command,
-//! on one key: one round trip, atomic, and single-slot on a Redis Cluster. Which Redis answers (one endpoint, a primary found
-//! through Sentinels, or a cluster node) is the business of [`connection`]; this module only
-//! decides what may be sent again when something fails.
+//! on one key: one round trip, atomic, and single-slot on a Redis Cluster. Which Redis
+//! answers (one endpoint, a primary found through Sentinels, or a cluster node) is the
+//! business of [`connection`]; this module only decides what may be sent again when
+//! something fails.
 //!
 //! Limits, and which one fires when (all three are `REDIS_TIMEOUT_MS`):
 //! - the per-request deadline ([`super::within`], in the session handle and the readiness
