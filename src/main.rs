@@ -4,6 +4,12 @@ use std::process::ExitCode;
 
 use redis_sessions::{Application, config::Settings, telemetry};
 
+/// jemalloc: under load glibc's malloc and free took an eighth of the server's CPU (each
+/// 2 KB page made it consolidate its fast bins); jemalloc cut user CPU per request by about
+/// a fifth for 1 MB more peak RSS (README, Performance).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
