@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use deadpool_redis::redis;
 use reqwest::header::COOKIE;
 
-use crate::support::topology::{MASTER, RedisCluster, SentinelSet, run, wait_until};
+use crate::support::topology::{MASTER, RedisCluster, SentinelSet, command_calls, run, wait_until};
 use crate::support::{
     BinaryApp, RedisServer, SECRET_A, ScratchDir, TestApp, client, cookie_id, session_cookie,
     visits_in_page,
@@ -826,17 +826,6 @@ async fn over_tls_a_cluster_found_by_auto_serves_sessions_through_a_failover() {
         "auto did not log the cluster it found: {}",
         app.stdout()
     );
-}
-
-/// Calls of each command on `port` since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
-fn command_calls(port: u16) -> Vec<(String, u64)> {
-    let info: String = run(port, redis::cmd("INFO").arg("commandstats"));
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
-            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use redis_sessions::session::id::SessionId;
 use secrecy::SecretString;
 use sha2::Sha256;
 
+use crate::support::topology::{calls_of, command_calls};
 use crate::support::{
     RedisServer, SECRET_A, SECRET_B, TestApp, cookie_id, session_cookie, set_cookie_headers,
 };
@@ -517,25 +518,6 @@ async fn no_redis_key_reveals_a_session_id() {
     app.stop().await;
 }
 
-/// `INFO commandstats` of `redis`.
-fn commandstats(redis: &RedisServer) -> String {
-    redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut redis.conn())
-        .unwrap()
-}
-
-/// How many times `cmd` ran, from `INFO commandstats` text; 0 when it never did.
-fn calls_of(stats: &str, cmd: &str) -> u64 {
-    stats
-        .lines()
-        .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")))
-        .and_then(|l| l.split("calls=").nth(1))
-        .and_then(|s| s.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_counter_request_costs_one_redis_round_trip_and_one_small_key() {
     let redis = RedisServer::start();
@@ -550,11 +532,11 @@ async fn a_counter_request_costs_one_redis_round_trip_and_one_small_key() {
     for _ in 0..20 {
         app.visit(Some(&cookie)).await;
     }
-    let stats = commandstats(&redis);
+    let stats = command_calls(redis.port());
     let calls = |cmd: &str| calls_of(&stats, cmd);
-    assert_eq!(calls("evalsha"), 20, "one EVALSHA per request:\n{stats}");
+    assert_eq!(calls("evalsha"), 20, "one EVALSHA per request:\n{stats:?}");
     for other in ["get", "hgetall", "ping", "unwatch", "set", "exists", "eval"] {
-        assert_eq!(calls(other), 0, "no {other} per request:\n{stats}");
+        assert_eq!(calls(other), 0, "no {other} per request:\n{stats:?}");
     }
     let key = redis.session_keys().pop().unwrap();
     let bytes: i64 = redis::cmd("MEMORY")
@@ -579,17 +561,17 @@ async fn a_first_visit_is_one_transaction_that_leaves_a_counted_session_with_its
         assert_eq!(visits, 1);
         assert!(cookie.is_some(), "a first visit sets a cookie");
     }
-    let stats = commandstats(&redis);
+    let stats = command_calls(redis.port());
     let calls = |cmd: &str| calls_of(&stats, cmd);
     for (cmd, per_visit) in [("multi", 1), ("hset", 1), ("expire", 1), ("exec", 1)] {
         assert_eq!(
             calls(cmd),
             10 * per_visit,
-            "{cmd} per first visit:\n{stats}"
+            "{cmd} per first visit:\n{stats:?}"
         );
     }
     for other in ["exists", "hincrby", "get", "ping"] {
-        assert_eq!(calls(other), 0, "no {other} per first visit:\n{stats}");
+        assert_eq!(calls(other), 0, "no {other} per first visit:\n{stats:?}");
     }
     let keys = redis.session_keys();
     assert_eq!(keys.len(), 10);

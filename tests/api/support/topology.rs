@@ -51,6 +51,25 @@ pub fn run<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> T {
         .unwrap_or_else(|e| panic!("command on {port}: {e}"))
 }
 
+/// Calls of each command on `port` since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
+pub fn command_calls(port: u16) -> Vec<(String, u64)> {
+    let info: String = run(port, redis::cmd("INFO").arg("commandstats"));
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            Some((name.to_owned(), rest.split(',').next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// How many times `cmd` ran in `calls` (from [`command_calls`]); 0 when it never did.
+pub fn calls_of(calls: &[(String, u64)], cmd: &str) -> u64 {
+    calls
+        .iter()
+        .find(|(name, _)| name == cmd)
+        .map_or(0, |(_, n)| *n)
+}
+
 /// Polls `check` every 50 ms until it holds, panicking with `what` after `limit`.
 pub fn wait_until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
