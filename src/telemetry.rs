@@ -8,7 +8,11 @@ mod request;
 
 pub use request::RequestLog;
 
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::{SubscriberInitExt, TryInitError};
 
 use crate::config::{LogFormat, LogSettings};
 
@@ -26,26 +30,57 @@ impl Drop for LogGuard {
 ///
 /// Lines go to stdout, batched on the HTTP worker threads ([`output`]).
 pub fn init(settings: &LogSettings) -> LogGuard {
-    // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
-    let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_writer(output::Stdout)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let result = match settings.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.with_target(false).compact().try_init(),
+        LogFormat::Json => install(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+            &settings.filter,
+        ),
+        LogFormat::Text => install(
+            builder.with_target(false).compact().finish(),
+            &settings.filter,
+        ),
     };
     if result.is_ok() {
         access::use_json(settings.format == LogFormat::Json);
     }
     // Already installed (tests start many applications in one process): keep the first.
     LogGuard(())
+}
+
+/// Installs `subscriber` behind the cheapest filter that means what `RUST_LOG` says.
+///
+/// `EnvFilter` takes a lock and looks the span up in a map on every span enter and exit, even
+/// when no directive names a span (tokio-rs/tracing#3487 removes that, unreleased in 0.3.23);
+/// the per-request span is entered and exited on every poll, so that cost ~0.5 µs a request
+/// (README, Performance). `Targets` reads the same `target=level` directives without it.
+fn install<S>(subscriber: S, filter: &str) -> Result<(), TryInitError>
+where
+    S: Subscriber + Send + Sync + 'static,
+{
+    match static_filter(filter) {
+        Some(targets) => subscriber.with(targets).try_init(),
+        // RUST_LOG was validated with the settings, so this parse cannot fail; fall back anyway.
+        None => subscriber
+            .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+            .try_init(),
+    }
+}
+
+/// `RUST_LOG` as a [`Targets`] filter, if it has only `target=level` directives; span and
+/// field directives (`[...]`, `{...}`) need `EnvFilter`.
+fn static_filter(filter: &str) -> Option<Targets> {
+    if filter.contains(['[', ']', '{', '}']) {
+        return None;
+    }
+    filter.parse().ok()
 }
 
 /// An error and all its sources, joined by ": ", for the log.
@@ -107,5 +142,85 @@ mod tests {
     fn distinct_causes_are_all_printed() {
         let e = chain(&["outer", "middle", "inner"]);
         assert_eq!(error_chain(&e), "outer: middle: inner");
+    }
+}
+
+#[cfg(test)]
+mod filter_tests {
+    use proptest::prelude::*;
+    use tracing::{Dispatch, Level, dispatcher};
+    use tracing_subscriber::{EnvFilter, Registry};
+
+    use super::*;
+
+    /// Whether each of a grid of targets and levels is enabled, under `dispatch`.
+    fn decisions(dispatch: &Dispatch) -> Vec<bool> {
+        macro_rules! grid {
+            ($($target:literal),*) => {
+                dispatcher::with_default(dispatch, || vec![$(
+                    tracing::enabled!(target: $target, Level::TRACE),
+                    tracing::enabled!(target: $target, Level::DEBUG),
+                    tracing::enabled!(target: $target, Level::INFO),
+                    tracing::enabled!(target: $target, Level::WARN),
+                    tracing::enabled!(target: $target, Level::ERROR),
+                )*])
+            };
+        }
+        grid!(
+            "redis_sessions",
+            "redis_sessions::access",
+            "redis_sessions::session::store",
+            "actix_web",
+            "actix_server::worker",
+            "redis"
+        )
+    }
+
+    fn directive() -> impl Strategy<Value = String> {
+        let target = prop::sample::select(vec![
+            "redis_sessions",
+            "redis_sessions::access",
+            "redis_sessions::session",
+            "actix_web",
+            "actix_server",
+            "redis",
+            "other",
+        ]);
+        let level = prop::sample::select(vec![
+            "trace", "debug", "info", "warn", "error", "off", "INFO", "Warn", "3",
+        ]);
+        prop_oneof![
+            level.clone().prop_map(str::to_owned),
+            target.clone().prop_map(str::to_owned),
+            (target, level).prop_map(|(t, l)| format!("{t}={l}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_static_rust_log_filters_exactly_as_env_filter_does(
+            directives in prop::collection::vec(directive(), 1..5),
+        ) {
+            let filter = directives.join(",");
+            let targets = static_filter(&filter).expect("target=level directives only");
+            let env = EnvFilter::try_new(&filter).expect("a valid filter");
+            prop_assert_eq!(
+                decisions(&Dispatch::new(Registry::default().with(targets))),
+                decisions(&Dispatch::new(Registry::default().with(env))),
+                "RUST_LOG={}", filter
+            );
+        }
+    }
+
+    #[test]
+    fn span_and_field_directives_keep_env_filter() {
+        for filter in [
+            "redis_sessions[request]=debug",
+            "info,redis[{id}]=trace",
+            "a[{b=1}]=info",
+        ] {
+            assert!(static_filter(filter).is_none(), "{filter}");
+        }
+        assert!(static_filter("info,actix_server=warn").is_some());
     }
 }
