@@ -76,18 +76,30 @@ impl SigningKeys {
         })
     }
 
+    /// The keyring if it needs no store call now: configured, or fetched and not yet due for
+    /// a re-check.
+    pub fn ready(&self) -> Option<Arc<Keyring>> {
+        match &self.0 {
+            Source::Ready(ring) => Some(ring.clone()),
+            Source::Shared { cache, every } => cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|c| c.checked.elapsed() < *every)
+                .map(|c| c.ring.clone()),
+        }
+    }
+
     /// The keyring, fetching or re-checking the shared secret when it is due.
     pub async fn get(&self, store: &dyn SessionStore) -> Result<Arc<Keyring>, SessionError> {
-        let (lock, every) = match &self.0 {
+        if let Some(ring) = self.ready() {
+            return Ok(ring);
+        }
+        let lock = match &self.0 {
             Source::Ready(ring) => return Ok(ring.clone()),
-            Source::Shared { cache, every } => (cache, *every),
+            Source::Shared { cache, .. } => cache,
         };
         let cached = lock.read().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(c) = &cached
-            && c.checked.elapsed() < every
-        {
-            return Ok(c.ring.clone());
-        }
         // Offer the secret we sign with, so a Redis that lost it gets the same one back.
         let candidate = match &cached {
             Some(c) => c.secret.clone(),

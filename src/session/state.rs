@@ -279,6 +279,10 @@ impl SessionState {
 
     /// The signing keys, within the request's deadline (fetching them may need the store).
     async fn keyring(&self) -> Result<Arc<Keyring>, SessionError> {
+        // Most requests find the keys ready; they skip arming the deadline's timer.
+        if let Some(ring) = self.keys.ready() {
+            return Ok(ring);
+        }
         self.bounded(self.keys.get(self.store.as_ref())).await
     }
 
