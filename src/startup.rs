@@ -79,7 +79,6 @@ pub struct Application {
 struct MetricsListener {
     port: u16,
     server: Server,
-    handle: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl Application {
@@ -183,17 +182,13 @@ impl Application {
                 StoreKind::from(&settings.store).as_str(),
                 topology(&settings.store),
             );
-            let server = metrics::serve(listener, handle.clone(), pools)
+            let server = metrics::serve(listener, handle, pools)
                 .map_err(|source| StartupError::BindMetrics { port, source })?;
             tracing::info!(
                 metrics_port = port,
                 "metrics on http://0.0.0.0:{port}/metrics"
             );
-            app.metrics = Some(MetricsListener {
-                port,
-                server,
-                handle,
-            });
+            app.metrics = Some(MetricsListener { port, server });
         }
         Ok(app)
     }
@@ -296,18 +291,16 @@ impl Application {
         });
         let metrics = self.metrics.map(|m| {
             let stop = m.server.handle();
-            let upkeep = tokio::spawn(metrics::upkeep(m.handle));
             // Its own task: a failure of the metrics listener never stops the application.
             let serving = tokio::spawn(async move {
                 if let Err(e) = m.server.await {
                     tracing::error!(error.chain = %telemetry::error_chain(&e), "the metrics listener failed");
                 }
             });
-            (stop, upkeep, serving)
+            (stop, serving)
         });
         let result = self.server.await.map_err(StartupError::Server);
-        if let Some((stop, upkeep, serving)) = metrics {
-            upkeep.abort();
+        if let Some((stop, serving)) = metrics {
             stop.stop(false).await;
             let _ = serving.await;
         }

@@ -2,6 +2,7 @@
 //! Prometheus [`metrics`].
 
 pub mod access;
+mod histogram;
 pub mod metrics;
 pub mod output;
 mod request;

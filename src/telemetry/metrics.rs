@@ -11,14 +11,16 @@
 //! installed and each call returns at once.
 
 use std::net::TcpListener;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use actix_web::dev::{Server, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use super::histogram::{Histograms, SplitRecorder};
 
 use crate::session::StoreError;
 use crate::session::cookie::CookieProblem;
@@ -66,30 +68,47 @@ const REDIS_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// What `GET /metrics` renders: the exporter's counters and gauges, and the histograms.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    prometheus: PrometheusHandle,
+    histograms: Arc<Histograms>,
+}
+
+impl MetricsHandle {
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = self.prometheus.render();
+        text.push_str(&self.histograms.render());
+        text
+    }
+}
+
 /// The process-wide recorder's handle; `None` until [`install`] runs.
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: OnceLock<MetricsHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder; later calls (tests start many applications in one
 /// process) return the same handle.
-pub fn install() -> PrometheusHandle {
+pub fn install() -> MetricsHandle {
     HANDLE
         .get_or_init(|| {
-            let builder = [
-                (HTTP_REQUEST_DURATION, HTTP_BUCKETS),
-                (REDIS_OPERATION_DURATION, REDIS_BUCKETS),
-                (REDIS_POOL_WAIT, REDIS_BUCKETS),
-            ]
-            .into_iter()
-            .try_fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
-                builder.set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
-            })
-            // Any other histogram gets buckets too, never a summary.
-            .and_then(|builder| builder.set_buckets(HTTP_BUCKETS));
-            let recorder = match builder {
-                Ok(builder) => builder.build_recorder(),
-                Err(e) => unreachable!("bucket lists are constant and non-empty: {e}"),
+            let histograms = Arc::new(Histograms::new(
+                vec![
+                    (HTTP_REQUEST_DURATION, HTTP_BUCKETS),
+                    (REDIS_OPERATION_DURATION, REDIS_BUCKETS),
+                    (REDIS_POOL_WAIT, REDIS_BUCKETS),
+                ],
+                // Any other histogram gets buckets too, never a summary.
+                HTTP_BUCKETS,
+            ));
+            let recorder = SplitRecorder {
+                inner: PrometheusBuilder::new().build_recorder(),
+                histograms: histograms.clone(),
             };
-            let handle = recorder.handle();
+            let handle = MetricsHandle {
+                prometheus: recorder.inner.handle(),
+                histograms,
+            };
             // Fails only if another recorder is installed, which this crate never does.
             if let Err(e) = ::metrics::set_global_recorder(recorder) {
                 tracing::warn!(error = %e, "metrics recorder not installed");
@@ -411,21 +430,15 @@ pub fn bad_cookie(problem: CookieProblem) {
 
 /// What the `/metrics` handler reads besides the recorder.
 struct Exporter {
-    handle: PrometheusHandle,
+    handle: MetricsHandle,
     process: metrics_process::Collector,
     pools: Option<PoolRegistry>,
 }
 
-/// How often histogram samples are folded into their buckets when nobody scrapes: the
-/// exporter keeps raw samples until then, so without this an unscraped process would grow.
-/// Four times a second, because the samples held in between are what the metrics add to the
-/// peak resident memory under load, and they grow with req/s (README, Performance).
-pub const UPKEEP_INTERVAL: Duration = Duration::from_millis(250);
-
 /// Starts the metrics listener: one worker thread serving `GET /metrics`, nothing else.
 pub fn serve(
     listener: TcpListener,
-    handle: PrometheusHandle,
+    handle: MetricsHandle,
     pools: Option<PoolRegistry>,
 ) -> std::io::Result<Server> {
     let process = metrics_process::Collector::default();
@@ -446,15 +459,6 @@ pub fn serve(
     .disable_signals()
     .listen(listener)?
     .run())
-}
-
-/// Folds histogram samples into buckets every [`UPKEEP_INTERVAL`], until dropped.
-pub async fn upkeep(handle: PrometheusHandle) {
-    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
-    loop {
-        tick.tick().await;
-        handle.run_upkeep();
-    }
 }
 
 /// `GET /metrics`: the Prometheus text format.
