@@ -1,10 +1,11 @@
 //! Prometheus metrics, served on a listener of their own (`METRICS_PORT`).
 //!
 //! The `metrics` facade records; `metrics-exporter-prometheus` (without its own listener or
-//! push gateway) keeps the values and renders the text format on `GET /metrics`. Names
-//! follow the OpenTelemetry HTTP semantic conventions mapped to Prometheus; our own carry
-//! the `redis_sessions_` prefix. Every histogram has explicit buckets: the exporter would
-//! otherwise emit summaries, whose quantiles cannot be added up across instances.
+//! push gateway) keeps the counters and gauges, `telemetry::histogram` the histograms, and
+//! both render the text format on `GET /metrics`. Names follow the OpenTelemetry HTTP
+//! semantic conventions mapped to Prometheus; our own carry the `redis_sessions_` prefix.
+//! Every histogram has explicit buckets, never a summary, whose quantiles cannot be added
+//! up across instances.
 //!
 //! The rest of the code calls the small functions below, one line per event. Recording
 //! never fails and never blocks a request; with `METRICS_PORT=off` no recorder is
