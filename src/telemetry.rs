@@ -113,6 +113,10 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use tracing::{Dispatch, Level, dispatcher};
+    use tracing_subscriber::{EnvFilter, Registry};
+
     use super::*;
 
     #[derive(Debug, thiserror::Error)]
@@ -150,15 +154,6 @@ mod tests {
         let e = chain(&["outer", "middle", "inner"]);
         assert_eq!(error_chain(&e), "outer: middle: inner");
     }
-}
-
-#[cfg(test)]
-mod filter_tests {
-    use proptest::prelude::*;
-    use tracing::{Dispatch, Level, dispatcher};
-    use tracing_subscriber::{EnvFilter, Registry};
-
-    use super::*;
 
     /// Whether each of a grid of targets and levels is enabled, under `dispatch`.
     fn decisions(dispatch: &Dispatch) -> Vec<bool> {

@@ -79,25 +79,29 @@ impl SigningKeys {
     /// The keyring if it needs no store call now: configured, or fetched and not yet due for
     /// a re-check.
     pub fn ready(&self) -> Option<Arc<Keyring>> {
-        match &self.0 {
-            Source::Ready(ring) => Some(ring.clone()),
-            Source::Shared { cache, every } => cache
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .filter(|c| c.checked.elapsed() < *every)
-                .map(|c| c.ring.clone()),
-        }
+        self.fresh().ok()
+    }
+
+    /// The keyring if it is ready, else the cache a fetch of the shared secret refills.
+    fn fresh(&self) -> Result<Arc<Keyring>, &RwLock<Option<Shared>>> {
+        let (cache, every) = match &self.0 {
+            Source::Ready(ring) => return Ok(ring.clone()),
+            Source::Shared { cache, every } => (cache, *every),
+        };
+        cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|c| c.checked.elapsed() < every)
+            .map(|c| c.ring.clone())
+            .ok_or(cache)
     }
 
     /// The keyring, fetching or re-checking the shared secret when it is due.
     pub async fn get(&self, store: &dyn SessionStore) -> Result<Arc<Keyring>, SessionError> {
-        if let Some(ring) = self.ready() {
-            return Ok(ring);
-        }
-        let lock = match &self.0 {
-            Source::Ready(ring) => return Ok(ring.clone()),
-            Source::Shared { cache, .. } => cache,
+        let lock = match self.fresh() {
+            Ok(ring) => return Ok(ring),
+            Err(cache) => cache,
         };
         let cached = lock.read().unwrap_or_else(|p| p.into_inner()).clone();
         // Offer the secret we sign with, so a Redis that lost it gets the same one back.
