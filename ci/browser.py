@@ -80,6 +80,29 @@ def check_counting(driver, base_url):
     passed("after 3 reloads #visits reads 4")
 
 
+def check_stylesheet(driver, base_url):
+    """The page's styles come from its linked stylesheet, which a later visit takes from cache."""
+    weight, display = driver.execute_script(
+        "const s = getComputedStyle(document.getElementById('visits')); return [s.fontWeight, s.display];"
+    )
+    # An unstyled <span> is inline at weight 400: these two say the stylesheet applied.
+    if (weight, display) != ("700", "block"):
+        raise CheckFailed(f"#visits is not styled (font-weight {weight}, display {display}): was the stylesheet served?")
+    # A navigation rather than a reload: a reload may revalidate every subresource.
+    driver.get(f"{base_url}/")
+    read_visits(driver, 5)
+    sheets = driver.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.initiatorType === 'link' && new URL(e.name).pathname === '/style.css')"
+        ".map(e => e.transferSize);"
+    )
+    if not sheets:
+        raise CheckFailed("the page loaded no /style.css")
+    if any(size != 0 for size in sheets):
+        raise CheckFailed(f"the stylesheet came over the network again (transferSize {sheets}), not from cache")
+    passed("the linked stylesheet styles #visits, and the next visit takes it from cache")
+
+
 def check_cookie_is_http_only(driver):
     cookie = driver.get_cookie("sid")
     # Without this, a missing cookie would pass the document.cookie check for the wrong reason.
@@ -183,6 +206,7 @@ def run(args):
         driver = webdriver.Chrome(service=service, options=options)
         driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)
         check_counting(driver, base_url)
+        check_stylesheet(driver, base_url)
         check_cookie_is_http_only(driver)
         check_forget_me(driver, base_url)
         save_screenshot(driver, os.path.join(args.screenshot_dir, "counter.png"))

@@ -1,6 +1,8 @@
-//! HTTP routes: the counter page, its JSON API and the platform's health checks.
+//! HTTP routes: the counter page and its stylesheet, its JSON API and the platform's health
+//! checks.
 
 mod api;
+mod assets;
 mod counter;
 mod errors;
 mod health;
@@ -76,6 +78,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::head().to(api::head))
             .route(web::delete().to(api::forget))
             .default_service(wrong_method("GET, HEAD, DELETE")),
+    )
+    .service(
+        web::resource(crate::views::STYLESHEET_PATH)
+            .route(web::get().to(assets::stylesheet))
+            .route(web::head().to(assets::stylesheet))
+            .default_service(wrong_method("GET, HEAD")),
     )
     .service(
         web::resource("/health")

@@ -4,7 +4,7 @@
 use crate::support::{RedisServer, TestApp};
 
 /// Every page served to `GET`.
-const GET_PAGES: [&str; 4] = ["/", "/api/session", "/health", "/ready"];
+const GET_PAGES: [&str; 5] = ["/", "/style.css", "/api/session", "/health", "/ready"];
 
 /// Runs `check` against the Redis store and the memory store.
 async fn on_both_stores<F, Fut>(check: F)

@@ -1,5 +1,6 @@
 //! Integration tests: the real application against real `redis-server` processes.
 
+mod assets;
 mod binary;
 mod credentials;
 mod faults;
