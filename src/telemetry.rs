@@ -7,7 +7,7 @@ pub mod metrics;
 pub mod output;
 mod request;
 
-pub use request::RequestLog;
+pub use request::{RequestLog, in_request};
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;

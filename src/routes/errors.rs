@@ -143,7 +143,9 @@ pub fn render_server_errors<B: MessageBody + 'static>(
                 failure_answer(e)
             }
             None => {
-                tracing::error!(error.message = %err, "request failed");
+                crate::telemetry::in_request(
+                    || tracing::error!(error.message = %err, "request failed"),
+                );
                 FailureAnswer { status, ..INTERNAL }
             }
         },
@@ -165,20 +167,24 @@ pub fn render_server_errors<B: MessageBody + 'static>(
 /// Logs a failed request's cause at ERROR; store failures at most once per kind per window.
 fn log_session_error(e: &SessionError) {
     let SessionError::Store(store) = e else {
-        tracing::error!(error.message = %e, error.chain = %error_chain(e), "request failed");
+        crate::telemetry::in_request(
+            || tracing::error!(error.message = %e, error.chain = %error_chain(e), "request failed"),
+        );
         return;
     };
     let kind = store.kind();
     if let Some(suppressed) = STORE_FAILURE_LOG.admit(kind, Instant::now()) {
-        tracing::error!(
-            error.kind = kind.label(),
-            error.message = %e,
-            error.chain = %error_chain(e),
-            suppressed,
-            "request failed; store failures of one kind are logged once per {}s, \
-             `suppressed` counts the rest",
-            LOG_WINDOW.as_secs()
-        );
+        crate::telemetry::in_request(|| {
+            tracing::error!(
+                error.kind = kind.label(),
+                error.message = %e,
+                error.chain = %error_chain(e),
+                suppressed,
+                "request failed; store failures of one kind are logged once per {}s, \
+                 `suppressed` counts the rest",
+                LOG_WINDOW.as_secs()
+            )
+        });
     }
 }
 

@@ -31,7 +31,9 @@ pub async fn ready(readiness: web::Data<Readiness>) -> HttpResponse {
         ),
         Err(e) => {
             let kind = e.kind().label();
-            tracing::warn!(error.kind = kind, error.message = %e, error.chain = %crate::telemetry::error_chain(&e), "readiness check failed");
+            crate::telemetry::in_request(
+                || tracing::warn!(error.kind = kind, error.message = %e, error.chain = %crate::telemetry::error_chain(&e), "readiness check failed"),
+            );
             (
                 actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "status": "DOWN", "checks": { store: { "status": "DOWN", "kind": kind, "reason": e.to_string() } } }),

@@ -115,7 +115,11 @@ impl SigningKeys {
                     Some(c) if c.secret.expose_secret() == secret.expose_secret() => c.ring.clone(),
                     // Another instance's secret won: sign with it, still accept our old cookies.
                     Some(c) => {
-                        tracing::warn!("the shared session secret in Redis changed; adopting it");
+                        crate::telemetry::in_request(|| {
+                            tracing::warn!(
+                                "the shared session secret in Redis changed; adopting it"
+                            )
+                        });
                         Arc::new(
                             Keyring::new(&[secret.clone(), c.secret.clone()])
                                 .ok_or(SessionError::NoKeys)?,

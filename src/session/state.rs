@@ -419,6 +419,8 @@ impl SessionState {
 /// A cookie that cannot be ours is logged once and treated as "no session".
 fn ignore_cookie(state: &mut State, problem: CookieProblem) {
     metrics::bad_cookie(problem);
-    tracing::warn!(%problem, "suspicious session cookie ignored; continuing without a session");
+    crate::telemetry::in_request(
+        || tracing::warn!(%problem, "suspicious session cookie ignored; continuing without a session"),
+    );
     state.identity = Identity::Anonymous;
 }

@@ -206,6 +206,56 @@ async fn an_access_line_is_written_within_a_second_of_its_request() {
     assert!(app.terminate(Duration::from_secs(5)).success());
 }
 
+/// A line logged while a request is served carries that request's span, as its access line
+/// does, and only that request's: lines logged outside requests carry none.
+#[tokio::test]
+async fn a_warning_logged_while_serving_a_request_names_that_request_only() {
+    let mut app = BinaryApp::start(&[("SESSION_SECRET", SECRET_A), ("LOG_FORMAT", "json")]);
+    let http = client();
+    for (id, cookie) in [
+        ("clean-1", None),
+        ("forged-1", Some("sid=forged.1.x")),
+        ("clean-2", None),
+    ] {
+        let mut req = http
+            .get(format!("{}/", app.address()))
+            .header("x-request-id", id);
+        if let Some(cookie) = cookie {
+            req = req.header("cookie", cookie);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 200, "{id}");
+    }
+    assert!(app.terminate(Duration::from_secs(5)).success());
+
+    let logs = app.stdout();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l["message"].as_str().unwrap_or("").contains("cookie"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the forged cookie:\n{logs}"
+    );
+    assert_eq!(warnings[0]["span"]["name"], "request", "{logs}");
+    assert_eq!(warnings[0]["span"]["request_id"], "forged-1", "{logs}");
+    let outside: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("request_id").is_none() && l["message"] != "request")
+        .collect();
+    assert!(!outside.is_empty(), "start-up and shutdown lines:\n{logs}");
+    for line in outside.iter().filter(|l| l["level"] != "WARN") {
+        assert!(
+            line.get("span").is_none(),
+            "logged outside any request: {line}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_and_exits_zero_in_time() {
     let redis = RedisServer::start();

@@ -108,12 +108,14 @@ impl Clients {
                     .await
                     .map_err(|_| e)?;
                 if !self.use_fallback.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        redis.user = %username,
-                        "Redis refused the binding's password alone; authenticated as the user \
-                         named in its uri instead. Give the user in a `username` field to skip \
-                         the refused attempt"
-                    );
+                    crate::telemetry::in_request(|| {
+                        tracing::warn!(
+                            redis.user = %username,
+                            "Redis refused the binding's password alone; authenticated as the user \
+                             named in its uri instead. Give the user in a `username` field to skip \
+                             the refused attempt"
+                        )
+                    });
                 }
                 Ok(conn)
             }
@@ -465,15 +467,15 @@ impl Connections {
                     .await?;
                 let cluster = info.lines().any(|l| l.trim() == "cluster_enabled:1");
                 if cluster {
-                    tracing::info!(
+                    crate::telemetry::in_request(|| tracing::info!(
                         redis.host = %e.host, redis.port = e.port, topology = "cluster",
                         "REDIS_MODE=auto: the endpoint answers INFO cluster with cluster_enabled:1; using the cluster client"
-                    );
+                    ));
                 } else {
-                    tracing::info!(
+                    crate::telemetry::in_request(|| tracing::info!(
                         redis.host = %e.host, redis.port = e.port, topology = "standalone",
                         "REDIS_MODE=auto: the endpoint is not a cluster node (cluster_enabled:0 or no cluster support); using it as one server"
-                    );
+                    ));
                 }
                 Ok(cluster)
             }))

@@ -169,7 +169,9 @@ impl RedisStore {
                     if next >= resend_until {
                         return Err(unavailable_unless_named(e));
                     }
-                    tracing::debug!(error.message = %e, "Redis refused a command without running it; sending it again");
+                    crate::telemetry::in_request(
+                        || tracing::debug!(error.message = %e, "Redis refused a command without running it; sending it again"),
+                    );
                     sleep_until(next).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
