@@ -16,10 +16,11 @@ use std::pin::{Pin, pin};
 use std::rc::Rc;
 use std::time::Instant;
 
-use super::{access, metrics};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::{access, metrics};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_VCAP_REQUEST_ID: HeaderName = HeaderName::from_static("x-vcap-request-id");
@@ -87,8 +88,8 @@ pub fn in_request<T>(log: impl FnOnce() -> T) -> T {
 }
 
 /// Gives each request an id (which every line logged for the request names, see
-/// [`in_request`]), then writes the access line, records the request's metrics and echoes the id
-/// back as `X-Request-Id`. Outermost, so it sees the final status, refusals by the limits
+/// [`in_request`]), then writes the access line, records the request's metrics and echoes
+/// the id back as `X-Request-Id`. Outermost, so it sees the final status, refusals by the limits
 /// and 404s included.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RequestLog;
