@@ -150,8 +150,9 @@ fi
 [ -x "$OURS_BIN" ] || die "no $OURS_BIN after the build"
 # Commands that our Lua scripts run inside Redis: commandstats counts them like any other,
 # but they cost no round trip. Read from the source, so a changed script is followed. The
-# store's one transaction (HSET and EXPIRE between MULTI and EXEC) uses only commands that
-# apply.lua calls too, so they are in this list as well.
+# store's transaction (HSET and EXPIRE between MULTI and EXEC) uses only commands that
+# apply.lua calls too, so they are in this list as well; the DUMP that each worker's first
+# one carries (src/session/store/redis/template.rs) happens in the warm-up, before any run.
 OURS_INNER=$(grep -rho --include='*.rs' --include='*.lua' "redis\.p\{0,1\}call(['\"][A-Za-z]*['\"]" "$OURS_SRC/src/session/store" 2>/dev/null \
   | sed "s/.*(['\"]//; s/['\"]\$//" | tr '[:upper:]' '[:lower:]' | sort -u | tr '\n' ' ' || true)
 [ -n "$OURS_INNER" ] || note "warning: no redis.call under src/session/store/; every command of ours counts as a round trip"

@@ -248,6 +248,55 @@ async fn an_acl_user_without_multi_is_reported_by_ready_as_permission() {
     app.stop().await;
 }
 
+/// `RESTORE` (in `@dangerous`) and `DUMP` only make new sessions cheaper: an ACL user
+/// without one of them gets the same sessions by transaction, and readiness does not mind.
+#[tokio::test]
+async fn an_acl_user_without_restore_or_dump_still_gets_new_sessions_with_their_ttl() {
+    let redis = RedisServer::start();
+    for denied in ["restore", "dump"] {
+        let minus = format!("-{denied}");
+        let app = app_as_acl_user(&redis, denied, &["~sess:*", "+@all", &minus]).await;
+        let mut cookies = Vec::new();
+        for _ in 0..4 {
+            let (visits, cookie) = app.visit(None).await;
+            assert_eq!(visits, 1, "without {denied}");
+            cookies.push(cookie.expect("a first visit sets a cookie"));
+        }
+        for cookie in &cookies {
+            assert_eq!(app.visit(Some(cookie)).await.0, 2, "without {denied}");
+        }
+        let (status, check) = ready(&app).await;
+        assert_eq!(status, 200, "without {denied}: {check}");
+        app.stop().await;
+    }
+    let mut conn = admin(&redis, None);
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap();
+    let stat = |cmd: &str, field: &str| -> u64 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(&format!("cmdstat_{cmd}:")));
+        line.and_then(|l| {
+            l.split([':', ','])
+                .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+        })
+        .map_or(0, |n| n.parse().unwrap())
+    };
+    // Each denied command was tried once, refused, and never again.
+    assert_eq!(stat("restore", "rejected_calls"), 1, "{info}");
+    assert_eq!(stat("restore", "calls"), 0, "{info}");
+    assert_eq!(stat("dump", "rejected_calls"), 1, "{info}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("sess:*").query(&mut conn).unwrap();
+    let sessions: Vec<&String> = keys.iter().filter(|k| *k != "sess:secret").collect();
+    assert_eq!(sessions.len(), 8, "{keys:?}");
+    for key in sessions {
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut conn).unwrap();
+        assert!(ttl > 0, "{key} has a TTL of {ttl}");
+    }
+}
+
 #[tokio::test]
 async fn ready_names_the_one_command_an_acl_user_may_not_run() {
     let redis = RedisServer::start();

@@ -124,6 +124,30 @@ store_suite! {
         assert_eq!(record.get("visits").map(String::as_str), Some("1"));
     }
 
+    counter_only_sessions_start_at_their_step_and_expire(store) {
+        // The first such session teaches the Redis store a payload that the next ones reuse.
+        let mut first_visit = update(Presence::New, &[], &[], Some(("visits", 1)));
+        first_visit.ttl = Duration::from_secs(1);
+        let keys: Vec<SessionKey> = (0..3).map(|_| key()).collect();
+        for k in &keys {
+            assert_eq!(store.apply(k, &first_visit).await.unwrap(), Applied::Done(Some(1)));
+        }
+        let other_step = key();
+        let done = store.apply(&other_step, &update(Presence::New, &[], &[], Some(("visits", 5)))).await.unwrap();
+        assert_eq!(done, Applied::Done(Some(5)));
+        assert_eq!(store.load(&other_step, TTL).await.unwrap().unwrap()["visits"], "5");
+        let again = key();
+        store.apply(&again, &first_visit).await.unwrap();
+        for k in keys.iter().chain([&again]) {
+            let record = store.load(k, Duration::from_secs(1)).await.unwrap().unwrap();
+            assert_eq!((record.len(), record["visits"].as_str()), (1, "1"), "{record:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        for k in keys.iter().chain([&again]) {
+            assert!(store.load(k, TTL).await.unwrap().is_none(), "expired");
+        }
+    }
+
     a_missing_session_is_reported_and_never_revived(store) {
         let k = key();
         let res = store.apply(&k, &update(Presence::MustExist, &[("a", "1")], &[], Some(("visits", 1)))).await.unwrap();
