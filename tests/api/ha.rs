@@ -530,14 +530,26 @@ async fn cluster_sessions_spread_over_every_primary_and_survive_a_planned_failov
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let primaries = tokio::task::block_in_place(|| cluster.primaries());
-    let per_node: Vec<usize> = primaries
-        .iter()
-        .map(|&i| cluster.session_keys(i).len())
-        .collect();
-    println!("cluster: session keys per primary: {per_node:?}");
+    let per_node = || -> Vec<usize> {
+        tokio::task::block_in_place(|| {
+            primaries
+                .iter()
+                .map(|&i| cluster.session_keys(i).len())
+                .collect()
+        })
+    };
+    // 12 random keys miss one of 3 primaries 2.3% of the time; a few more first visits make
+    // that vanishingly rare (under 1e-12 after 60) without loading the failover further.
+    let mut visitors = 12;
+    while per_node().contains(&0) && visitors < 72 {
+        load_page(&apps[visitors % apps.len()], None).await;
+        visitors += 1;
+    }
+    let per_node = per_node();
+    println!("cluster: session keys per primary after {visitors} visitors: {per_node:?}");
     assert!(
         per_node.iter().all(|&n| n > 0),
-        "12 sessions did not reach all 3 primaries: {per_node:?}"
+        "{visitors} sessions did not reach all 3 primaries: {per_node:?}"
     );
 
     // A replica takes over from its primary with the primary's consent: nothing is lost.
