@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleResult};
 use deadpool_redis::redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -278,6 +278,19 @@ pub struct Connections {
     cluster_connecting: tokio::sync::Mutex<()>,
     /// Bumped when a connection is found dead or demoted, so its pool-mates are replaced too.
     generation: Arc<AtomicU64>,
+    /// The pooled connection last handed out, handed out again without the pool.
+    recent: Mutex<Option<Recent>>,
+}
+
+/// A pooled connection, kept aside while it is current and in use. A worker's pool holds one
+/// multiplexed connection that every checkout hands out and takes back at once, so the
+/// pool's semaphore, queue, recycle step and bookkeeping bought nothing on a busy worker but
+/// a tenth of a new session's CPU in the store (README, Performance). A connection that is
+/// retired or has been idle goes back through the pool, which replaces or pings it.
+struct Recent {
+    conn: MultiplexedConnection,
+    generation: u64,
+    used: Instant,
 }
 
 impl std::fmt::Debug for Connections {
@@ -351,6 +364,7 @@ impl Connections {
             cluster_conn: Mutex::new(None),
             cluster_connecting: tokio::sync::Mutex::new(()),
             generation: Arc::new(AtomicU64::new(0)),
+            recent: Mutex::new(None),
         }
     }
 
@@ -485,6 +499,37 @@ impl Connections {
 
     /// A connection to send on; connects (and in `auto` mode, detects) on first use.
     pub async fn get(&self) -> Result<Link, GetError> {
+        if let Some(link) = self.recent_link() {
+            metrics::redis_pool_wait(Duration::ZERO);
+            return Ok(link);
+        }
+        let waiting = Instant::now();
+        let link = self.checkout().await;
+        metrics::redis_pool_wait(waiting.elapsed());
+        link
+    }
+
+    /// The connection handed out last, if it is still current and was used within
+    /// [`IDLE_CHECK_AFTER`] (the pool would hand it out again without a check).
+    fn recent_link(&self) -> Option<Link> {
+        let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let r = recent.as_mut()?;
+        let now = Instant::now();
+        if r.generation < self.generation.load(Ordering::Relaxed)
+            || now.duration_since(r.used) > IDLE_CHECK_AFTER
+        {
+            *recent = None;
+            return None;
+        }
+        r.used = now;
+        Some(Link {
+            conn: LinkConn::Single(r.conn.clone()),
+            generation: r.generation,
+        })
+    }
+
+    /// [`Self::get`] through the pool (or the cluster client).
+    async fn checkout(&self) -> Result<Link, GetError> {
         if self.is_cluster().await.map_err(GetError::Redis)? {
             return match self.cached_cluster_link() {
                 Some(link) => Ok(link),
@@ -502,10 +547,17 @@ impl Connections {
             .map_err(|e| GetError::Config(Box::new(e)))?,
         };
         match pool.get().await {
-            Ok(pooled) => Ok(Link {
-                conn: LinkConn::Single(pooled.conn.clone()),
-                generation: pooled.generation,
-            }),
+            Ok(pooled) => {
+                *self.recent.lock().unwrap_or_else(PoisonError::into_inner) = Some(Recent {
+                    conn: pooled.conn.clone(),
+                    generation: pooled.generation,
+                    used: Instant::now(),
+                });
+                Ok(Link {
+                    conn: LinkConn::Single(pooled.conn.clone()),
+                    generation: pooled.generation,
+                })
+            }
             Err(managed::PoolError::Backend(e)) => Err(GetError::Redis(e)),
             Err(e) => Err(GetError::Pool(Box::new(e))),
         }

@@ -15,7 +15,7 @@
 //! - the redis-rs connect and response timeouts bound one connect and one reply on a
 //!   socket. They protect connections for callers without a deadline of their own (a direct
 //!   store call); they report [`StoreError::Timeout`] and retire the connection. Such callers
-//!   also stop resending a refused command after `REDIS_TIMEOUT_MS`.
+//!   also stop resending a refused command `REDIS_TIMEOUT_MS` after the first refusal.
 
 pub mod connection;
 mod template;
@@ -35,7 +35,7 @@ use self::template::{Plan, Refusal, Templates};
 use super::{Applied, Presence, Record, Rejection, SessionStore, StoreError, StoreKind, Update};
 use crate::config::{RedisEndpoint, RedisTopology};
 use crate::session::id::SessionKey;
-use crate::telemetry::metrics::{self, RedisOperation, RedisTimer};
+use crate::telemetry::metrics::{RedisOperation, RedisTimer};
 
 /// Applies a session update: sets, removes and an increment on one key, in one step.
 const APPLY_LUA: &str = include_str!("../lua/apply.lua");
@@ -147,15 +147,17 @@ impl RedisStore {
         request: Request<'_>,
         retry: Retry,
     ) -> Result<T, StoreError> {
-        // Only for callers without a deadline: when to stop resending a refused command.
-        let resend_until = Instant::now() + self.timeout;
+        // Only for callers without a deadline: when to stop resending a refused command. Set
+        // at the first refusal, so a command that is not refused reads no clock for it.
+        let mut resend_until = None;
         let mut retried = false;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let waiting = std::time::Instant::now();
-            let link = self.conns.get().await;
-            metrics::redis_pool_wait(waiting.elapsed());
-            let mut link = link.map_err(|e| get_error(e, self.timeout))?;
+            let mut link = self
+                .conns
+                .get()
+                .await
+                .map_err(|e| get_error(e, self.timeout))?;
             let in_flight = RetireOnDrop {
                 conns: &self.conns,
                 generation: link.generation,
@@ -169,8 +171,10 @@ impl RedisStore {
                         self.conns.retire(link.generation);
                     }
                     // Wait for the failover or migration to finish.
-                    let next = Instant::now() + backoff;
-                    if next >= resend_until {
+                    let now = Instant::now();
+                    let until = *resend_until.get_or_insert(now + self.timeout);
+                    let next = now + backoff;
+                    if next >= until {
                         return Err(unavailable_unless_named(e));
                     }
                     crate::telemetry::in_request(
