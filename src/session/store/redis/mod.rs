@@ -474,6 +474,7 @@ impl RedisStore {
         let dump = match self.templates.plan(field, by) {
             Plan::Restore(payload) => {
                 let mut restore = Cmd::with_capacity(4, 32 + key.as_str().len() + payload.len());
+                // In milliseconds, and at least 1,000: a TTL of 0 would mean no expiry.
                 restore
                     .arg("RESTORE")
                     .arg(key.as_str())
