@@ -479,7 +479,7 @@ impl RedisStore {
                     .arg("RESTORE")
                     .arg(key.as_str())
                     .arg(ttl_secs(update.ttl) * 1000)
-                    .arg(payload);
+                    .arg(&*payload);
                 match self.query::<()>(&restore, None, Retry::Never).await {
                     Ok(()) => return Ok(done),
                     Err(e) => {
@@ -761,22 +761,19 @@ mod tests {
         let store =
             RedisStore::new(&endpoint, &RedisTopology::Auto, 1, timeout, "sess").expect("store");
         let key = crate::session::id::SessionId::generate().key("sess");
-        let update = Update {
-            presence: Presence::MustExist,
+        let counter_update = |presence| Update {
+            presence,
             set: vec![],
             remove: vec![],
             incr: Some(("visits", 1)),
             ttl: timeout,
         };
+        let (update, new) = (
+            counter_update(Presence::MustExist),
+            counter_update(Presence::New),
+        );
         let touch = store.touch_counter(&key, timeout, "visits", 1);
         let any = store.apply_any(&key, &update);
-        let new = Update {
-            presence: Presence::New,
-            set: vec![],
-            remove: vec![],
-            incr: Some(("visits", 1)),
-            ttl: timeout,
-        };
         let create = store.create(&key, &new);
         for (name, size) in [
             ("touch_counter", std::mem::size_of_val(&touch)),

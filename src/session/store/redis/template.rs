@@ -9,7 +9,7 @@
 //! version after a failover, `DUMP` or `RESTORE` denied by the ACL or renamed away) says so
 //! without running anything, and the store goes back to transactions.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use deadpool_redis::redis::RedisError;
 
@@ -24,7 +24,7 @@ enum State {
     Known {
         field: Box<str>,
         step: i64,
-        payload: Vec<u8>,
+        payload: Arc<[u8]>,
     },
     /// This Redis will not `DUMP` or `RESTORE` for us: transactions only.
     Off,
@@ -36,8 +36,8 @@ pub struct Templates(Mutex<State>);
 
 /// How to create a counter-only session right now.
 pub enum Plan {
-    /// `RESTORE` this payload.
-    Restore(Vec<u8>),
+    /// `RESTORE` this payload (shared, so handing it out allocates nothing).
+    Restore(Arc<[u8]>),
     /// A transaction; `dump` when its `DUMP` should teach the payload.
     Transaction { dump: bool },
 }
@@ -82,7 +82,7 @@ impl Templates {
             *state = State::Known {
                 field: field.into(),
                 step,
-                payload,
+                payload: payload.into(),
             };
         }
     }
@@ -186,7 +186,7 @@ mod tests {
             Plan::Transaction { dump: true }
         ));
         templates.learn("visits", 1, b"payload".to_vec());
-        assert!(matches!(templates.plan("visits", 1), Plan::Restore(p) if p == b"payload"));
+        assert!(matches!(templates.plan("visits", 1), Plan::Restore(p) if *p == *b"payload"));
         assert!(matches!(
             templates.plan("visits", 2),
             Plan::Transaction { dump: true }
