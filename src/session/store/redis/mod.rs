@@ -463,11 +463,7 @@ impl RedisStore {
     /// (README, Performance).
     async fn create(&self, key: &SessionKey, update: &Update<'_>) -> Result<Applied, StoreError> {
         let done = Applied::Done(update.incr.map(|(_, by)| by));
-        let counter_only = match update.incr {
-            Some(counter) if update.set.is_empty() => Some(counter),
-            _ => None,
-        };
-        let Some((field, by)) = counter_only else {
+        let Some((field, by)) = update.incr.filter(|_| update.set.is_empty()) else {
             self.create_in_transaction(key, update, false).await?;
             return Ok(done);
         };
